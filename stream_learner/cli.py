@@ -1,0 +1,152 @@
+"""Console script ``stream-learner``: run, demo, produce, broker, bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from pydantic import ValidationError
+
+from . import __version__
+from .config import describe_settings, load_settings
+from .logs import configure_logging
+
+log = logging.getLogger("stream_learner")
+
+
+def _settings_help() -> str:
+    lines = ["settings (YAML key / environment variable, default: meaning):"]
+    for dotted, env, default, doc in describe_settings():
+        lines.append(f"  {dotted}\n      {env}  [default: {default}]\n      {doc}")
+    return "\n".join(lines)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"stream-learner: error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        return _fail(f"invalid configuration: {_one_line(exc)}")
+    if not settings.kafka.bootstrap_servers:
+        return _fail("no Kafka bootstrap servers configured: set "
+                     "STREAM_LEARNER_KAFKA__BOOTSTRAP_SERVERS or kafka.bootstrap_servers in "
+                     "--config (the embedded broker is only for `demo` and `broker`)")
+    configure_logging(settings.log.level, settings.log.json_format)
+    from .daemon import Daemon
+    daemon = Daemon(settings)
+    daemon.install_signal_handlers()
+    try:
+        port = daemon.start_http()
+    except OSError as exc:
+        return _fail(f"cannot serve metrics on {settings.metrics.host}:"
+                     f"{settings.metrics.port}: {exc}")
+    log.info("stream-learner %s: metrics on http://%s:%d/metrics", __version__,
+             settings.metrics.host, port)
+    return daemon.run()
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from .broker import EmbeddedBroker
+    configure_logging("INFO")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with EmbeddedBroker(port=args.port) as broker:
+        print(f"embedded Tansu broker on {broker.bootstrap_servers} (memory storage); "
+              "Ctrl-C stops it", flush=True)
+        stop.wait()
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from .synth import STREAMS, ensure_topics, produce
+    if args.stream not in STREAMS:
+        return _fail(f"unknown stream {args.stream!r}; choose from {sorted(STREAMS)}")
+    if args.partitions:
+        ensure_topics(args.bootstrap_servers, {args.topic: args.partitions})
+    report = produce(args.bootstrap_servers, args.topic, args.stream, args.count,
+                     rate=args.rate, seed=args.seed, unlabeled_fraction=args.unlabeled_fraction)
+    print(f"sent {report.sent} events ({report.bad} malformed, {report.unlabeled} unlabeled) "
+          f"in {report.seconds:.1f}s", flush=True)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    return run_demo(seconds=args.seconds, metrics_port=args.metrics_port, stream=args.stream,
+                    rate=args.rate)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmarks import run_benchmark
+    return run_benchmark(args.name, out=args.out, quick=args.quick)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                         for e in exc.errors())
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stream-learner",
+                                     description="Online continual learning from Kafka.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Consume events, learn prequentially, checkpoint, export "
+                                     "metrics. Settings come from --config (YAML) and "
+                                     "STREAM_LEARNER_* environment variables (env wins).",
+                         epilog=_settings_help())
+    run.add_argument("--config", type=Path, help="YAML settings file")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="broker + drifting producer + daemon, with live progress")
+    demo.add_argument("--seconds", type=float, default=60.0, help="stop after this long")
+    demo.add_argument("--metrics-port", type=int, default=9108, help="port of /metrics")
+    demo.add_argument("--stream", default="mixed", help="synthetic stream (see produce)")
+    demo.add_argument("--rate", type=float, default=5000.0, help="events/s offered")
+    demo.set_defaults(func=cmd_demo)
+
+    prod = sub.add_parser("produce", help="publish a synthetic drifting stream")
+    prod.add_argument("--stream", default="sea", help="sea, hyperplane, agrawal or mixed")
+    prod.add_argument("--count", type=int, default=100_000)
+    prod.add_argument("--rate", type=float, default=None, help="events/s (default: max)")
+    prod.add_argument("--topic", default="events")
+    prod.add_argument("--bootstrap-servers", required=True)
+    prod.add_argument("--partitions", type=int, default=0,
+                      help="create the topic with this many partitions if missing")
+    prod.add_argument("--seed", type=int, default=42)
+    prod.add_argument("--unlabeled-fraction", type=float, default=0.0)
+    prod.set_defaults(func=cmd_produce)
+
+    brk = sub.add_parser("broker", help="run the embedded Tansu broker in the foreground")
+    brk.add_argument("--port", type=int, default=9092)
+    brk.set_defaults(func=cmd_broker)
+
+    bench = sub.add_parser("bench", help="run a benchmark; prints a table, writes JSON")
+    bench.add_argument("name", choices=["throughput"])
+    bench.add_argument("--out", type=Path, default=None)
+    bench.add_argument("--quick", action="store_true", help="smaller run for smoke tests")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130

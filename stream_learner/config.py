@@ -1,0 +1,163 @@
+"""One frozen settings object, read from a YAML file and ``STREAM_LEARNER_`` env vars.
+
+Precedence, highest first: keyword arguments, environment, YAML file, defaults.
+Nested fields use ``__`` in env names: ``STREAM_LEARNER_KAFKA__TOPIC=clicks``.
+
+>>> s = Settings(kafka={"topic": "clicks"})
+>>> s.kafka.topic, s.batch.size
+('clicks', 1024)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.fields import FieldInfo
+from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
+                               YamlConfigSettingsSource)
+
+ENV_PREFIX = "STREAM_LEARNER_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str | None = Field(
+        None, description="Comma-separated host:port list. Required by `run`; "
+                          "the embedded broker is never used implicitly.")
+    topic: str = Field("events", description="Topic of labeled/unlabeled events to learn from.")
+    group_id: str = Field("stream-learner", description="Consumer group; replicas split partitions.")
+    dlq_topic: str = Field("events.dlq", description="Dead-letter topic for rejected events.")
+    predictions_topic: str = Field("events.predictions",
+                                   description="Where predictions for `label: null` events go.")
+    client_id: str = Field("stream-learner", description="Kafka client id.")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where to start when neither a checkpoint nor a commit exists.")
+    session_timeout_ms: int = Field(10_000, ge=1000, description="Group session timeout.")
+    heartbeat_interval_ms: int = Field(3_000, ge=100, description="Group heartbeat interval.")
+    max_event_bytes: int = Field(1_048_576, ge=64,
+                                 description="Larger message values are rejected as too_large.")
+    check_crcs: bool = Field(True, description="Verify record CRCs (needs crc32c to be fast).")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol.")
+    sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512.")
+    sasl_plain_username: str | None = Field(None, description="SASL user name.")
+    sasl_plain_password: str | None = Field(None, description="SASL password.")
+    ssl_cafile: str | None = Field(None, description="CA bundle for SSL.")
+
+    def client_options(self) -> dict[str, Any]:
+        """Connection options shared by every kafka-python client we create."""
+        opts: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers,
+                                "client_id": self.client_id,
+                                "security_protocol": self.security_protocol}
+        for key in ("sasl_mechanism", "sasl_plain_username", "sasl_plain_password", "ssl_cafile"):
+            if getattr(self, key) is not None:
+                opts[key] = getattr(self, key)
+        return opts
+
+
+class BatchSettings(_Section):
+    size: int = Field(1024, ge=1, description="Events per micro-batch (upper bound).")
+    max_wait_ms: int = Field(100, ge=1, description="Process a partial batch after this wait.")
+
+
+class ModelSettings(_Section):
+    hidden: tuple[int, ...] = Field((64, 64), description="Hidden layer sizes of the MLP.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda if present.")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="Optimiser for online steps.")
+    lr: float = Field(3e-3, gt=0, description="Learning rate.")
+    step_size: int = Field(128, ge=1, description="New events per gradient step; a micro-batch "
+                                                   "is learned in chunks of this size.")
+    n_features: int | None = Field(None, ge=1, description="Feature count; learned from the "
+                                                           "first valid event when unset.")
+    feature_names: tuple[str, ...] | None = Field(
+        None, description="Order for object-valued features; learned from the first event.")
+    seed: int = Field(0, description="Seed for weights, replay sampling and RNG state.")
+
+
+class StrategySettings(_Section):
+    name: Literal["naive", "replay"] = Field("replay", description="Update strategy.")
+
+
+class ReplaySettings(_Section):
+    capacity: int = Field(10_000, ge=1, description="Reservoir size in events (on the device).")
+    batch_size: int = Field(128, ge=1, description="Replayed events mixed into each step.")
+
+
+class CheckpointSettings(_Section):
+    dir: Path = Field(Path("checkpoints"), description="Directory for checkpoints.")
+    every_events: int = Field(50_000, ge=1, description="Checkpoint after this many events.")
+    every_seconds: float = Field(30.0, gt=0, description="...or after this many seconds.")
+    keep: int = Field(3, ge=1, description="How many checkpoints to keep.")
+
+
+class MetricsSettings(_Section):
+    host: str = Field("0.0.0.0", description="Bind address of /metrics, /healthz, /readyz.")
+    port: int = Field(9108, ge=0, le=65535, description="HTTP port (0 = pick a free one).")
+    rolling_window: int = Field(1000, ge=1, description="Events in the rolling accuracy window.")
+    stall_seconds: float = Field(60.0, gt=0, description="/healthz fails when the loop has not "
+                                                         "ticked for this long.")
+
+
+class LogSettings(_Section):
+    level: str = Field("INFO", description="Log level of the stream_learner logger.")
+    json_format: bool = Field(False, description="Structured JSON log lines on stderr.")
+
+
+class Settings(BaseSettings):
+    """Every setting of the daemon; frozen once built."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
+                                      frozen=True, extra="forbid", yaml_file=None)
+
+    kafka: KafkaSettings = KafkaSettings()
+    batch: BatchSettings = BatchSettings()
+    model: ModelSettings = ModelSettings()
+    strategy: StrategySettings = StrategySettings()
+    replay: ReplaySettings = ReplaySettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls),
+                file_secret_settings)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional YAML file, the environment and overrides."""
+    if config_file is None:
+        return Settings(**overrides)
+    path = Path(config_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(yaml_file=path)
+
+    return Settings.model_validate(_FromFile(**overrides).model_dump())
+
+
+def describe_settings() -> Iterator[tuple[str, str, Any, str]]:
+    """(dotted name, env var, default, description) for every setting, for --help."""
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for name, info in model.model_fields.items():
+            yield (f"{section}.{name}", f"{ENV_PREFIX}{section.upper()}__{name.upper()}",
+                   _default(info), info.description or "")
+
+
+def _default(info: FieldInfo) -> Any:
+    value = info.get_default(call_default_factory=True)
+    return list(value) if isinstance(value, tuple) else value

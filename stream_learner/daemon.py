@@ -1,0 +1,408 @@
+"""The daemon loop: poll → decode → predict → learn → checkpoint → commit.
+
+Delivery order, followed everywhere a checkpoint is taken (see DESIGN.md):
+  1. finish the update of the polled batch;
+  2. flush the producer (DLQ and predictions) until every record is acknowledged;
+  3. write the checkpoint (state + next offset per partition) atomically;
+  4. commit the same offsets to Kafka (a hint for other replicas; the checkpoint rules).
+A crash between any two steps replays events after the checkpoint and skips none.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from . import __version__
+from .checkpoint import CheckpointStore
+from .config import Settings
+from .evaluation import PrequentialAccuracy, RollingMean
+from .events import TOO_LARGE, DecodedBatch, EventDecoder
+from .kafka_io import Listener, ReliableProducer, make_consumer, make_producer
+from .learner import Learner
+from .metrics import Health, Metrics, MetricsServer
+from .predictions import encode_predictions
+
+log = logging.getLogger(__name__)
+
+DLQ_MAX_VALUE_BYTES = 256 * 1024   # an oversize event is dead-lettered truncated, marked so
+MAX_PENDING_RECORDS = 200_000      # pause consumption while this many sends are unacknowledged
+
+
+@dataclass
+class Counters:
+    """Exactly-once accounting: restored from the checkpoint, so replays don't double count."""
+
+    consumed: int = 0
+    learned: int = 0
+    predicted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"consumed": self.consumed, "learned": self.learned,
+                "predicted": self.predicted, "rejected": dict(self.rejected)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.consumed, self.learned = int(state["consumed"]), int(state["learned"])
+        self.predicted = int(state["predicted"])
+        self.rejected = dict(state["rejected"])
+
+
+class Daemon:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        if not settings.kafka.bootstrap_servers:
+            raise ValueError("kafka.bootstrap_servers is not set (STREAM_LEARNER_KAFKA__"
+                             "BOOTSTRAP_SERVERS or kafka.bootstrap_servers in --config)")
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.health = Health(settings.metrics.stall_seconds)
+        self.learner = Learner(settings)
+        self.decoder = EventDecoder(settings.model.n_features, settings.model.feature_names,
+                                    settings.kafka.max_event_bytes)
+        self.accuracy = PrequentialAccuracy(settings.metrics.rolling_window)
+        self.loss = RollingMean(half_life=settings.metrics.rolling_window)
+        self.counters = Counters()
+        self.offsets: dict[TopicPartition, int] = {}     # next offset to process
+        self.store = CheckpointStore(settings.checkpoint.dir, settings.checkpoint.keep)
+        self.consumer: KafkaConsumer | None = None
+        self.producer: ReliableProducer | None = None
+        self.server: MetricsServer | None = None
+        self.stopping = False
+        self.last_checkpoint_path: str | None = None
+        self.last_checkpoint_time = time.time()
+        self._since_checkpoint = 0
+        self._unverified: set[TopicPartition] = set()   # assigned, committed offset not checked
+        self._rebalanced = False
+        self.metrics.build_info.info({"version": __version__})
+        self.metrics.model_info.info({"strategy": settings.strategy.name,
+                                      "device": str(self.learner.device)})
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def request_stop(self, *_: Any) -> None:
+        """Signal-safe: only sets a flag; the main loop shuts down (kafka-python 3.x rule)."""
+        self.stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def start_http(self) -> int:
+        m = self.settings.metrics
+        self.server = MetricsServer(self.metrics, self.health, m.host, m.port).start()
+        return self.server.port
+
+    def restore(self) -> None:
+        state = self.store.load_latest()
+        if state is None:
+            return
+        self.learner.load_state_dict(state["learner"])
+        self.decoder.load_state_dict(state["decoder"])
+        self.accuracy.load_state_dict(state["accuracy"])
+        self.loss.load_state_dict(state["loss"])
+        self.counters.load_state_dict(state["counters"])
+        self.offsets = {TopicPartition(t, p): o for t, parts in state["offsets"].items()
+                        for p, o in parts.items()}
+        self._refresh_gauges()
+        log.info("resumed at %s after %d events", self._offsets_text(), self.counters.consumed)
+
+    def run(self) -> int:
+        """Serve until asked to stop; returns the process exit code."""
+        if self.server is None:
+            self.start_http()
+        self.restore()
+        if not self._connect():
+            return 0
+        try:
+            while not self.stopping:
+                self.health.tick()
+                self._throttle_if_backlogged()
+                records = self._next_batch()
+                if records:
+                    self.process(records)
+                if self._checkpoint_due():
+                    self.checkpoint(blocking_commit=True)
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        self.health.ready = False
+        self.metrics.ready.set(0)
+        if self.consumer is not None and self._since_checkpoint:
+            self.checkpoint(blocking_commit=True, flush_timeout_s=30.0)
+        if self.consumer is not None:
+            try:
+                self.consumer.unsubscribe()   # leave the group now, not at session timeout
+                self.consumer.close(autocommit=False)
+            except KafkaError as exc:
+                log.warning("consumer close: %s", exc)
+            self.consumer = None
+        if self.producer is not None:
+            self.producer.close()
+            self.producer = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        log.info("stopped after %d events (%d learned, %d rejected)", self.counters.consumed,
+                 self.counters.learned, self.counters.rejected_total)
+
+    def _connect(self) -> bool:
+        """Create the clients, retrying while the broker is unreachable."""
+        delay = 0.5
+        while not self.stopping:
+            self.health.tick()
+            try:
+                self.producer = self.producer or ReliableProducer(make_producer(self.settings))
+                self.consumer = make_consumer(self.settings)
+                self.consumer.subscribe([self.settings.kafka.topic],
+                                        listener=Listener(self._on_revoked, self._on_assigned))
+                log.info("consuming %s as group %s from %s", self.settings.kafka.topic,
+                         self.settings.kafka.group_id, self.settings.kafka.bootstrap_servers)
+                return True
+            except KafkaError as exc:
+                self.metrics.kafka_errors.labels("connect").inc()
+                log.warning("Kafka at %s not reachable (%s); retrying in %.1fs",
+                            self.settings.kafka.bootstrap_servers, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        return False
+
+    # -- rebalance callbacks (run inside poll) ----------------------------------------------
+    def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        log.info("partitions revoked: %s", sorted(revoked))
+        self._rebalanced = True
+        if self._since_checkpoint:
+            self.checkpoint(blocking_commit=False, flush_timeout_s=5.0)
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", sorted(assigned))
+        self._rebalanced = True
+        assert self.consumer is not None
+        for tp in assigned:
+            if tp in self.offsets:
+                self.consumer.seek(tp, self.offsets[tp])
+        # The committed offset can be ahead of our checkpoint when another replica owned
+        # the partition meanwhile; checked from the main loop, where blocking is allowed.
+        self._unverified |= assigned
+        self.health.ready = True
+        self.metrics.ready.set(1)
+
+    def _verify_assignment(self, records: list[Any]) -> list[Any]:
+        """Start each newly assigned partition at max(checkpoint, committed)."""
+        assert self.consumer is not None
+        skip: dict[TopicPartition, int] = {}
+        for tp in list(self._unverified):
+            try:
+                committed = self.consumer.committed(tp)
+            except KafkaError as exc:
+                log.warning("committed offset of %s unknown (%s); trusting checkpoint", tp, exc)
+                committed = None
+            self._unverified.discard(tp)
+            mine = self.offsets.get(tp)
+            if committed is not None and mine is not None and committed > mine:
+                log.info("%s: group committed %d beyond this replica's checkpoint %d; "
+                         "another replica learned those events", tp, committed, mine)
+                self.consumer.seek(tp, committed)
+                self.offsets[tp] = committed
+                skip[tp] = committed
+        if not skip:
+            return records
+        return [r for r in records
+                if r.offset >= skip.get(TopicPartition(r.topic, r.partition), -1)]
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _next_batch(self) -> list[Any]:
+        """Up to batch.size records, or fewer once batch.max_wait_ms has passed."""
+        assert self.consumer is not None
+        size = self.settings.batch.size
+        deadline = time.monotonic() + self.settings.batch.max_wait_ms / 1000
+        out: list[Any] = []
+        while len(out) < size and not self.stopping:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 and out:
+                break
+            try:
+                polled = self.consumer.poll(timeout_ms=max(remaining_ms, 0),
+                                            max_records=size - len(out))
+            except KafkaError as exc:
+                self.metrics.kafka_errors.labels("poll").inc()
+                log.warning("poll failed (%s); retrying", exc)
+                time.sleep(0.5)
+                break
+            for recs in polled.values():
+                out.extend(recs)
+            if self._rebalanced:
+                # Records polled before a rebalance may belong to partitions we lost.
+                self._rebalanced = False
+                owned = self.consumer.assignment()
+                out = [r for r in out if TopicPartition(r.topic, r.partition) in owned]
+            if self._unverified:
+                out = self._verify_assignment(out)
+            if remaining_ms <= 0:
+                break
+        return out
+
+    def process(self, records: list[Any]) -> None:
+        """Prequential step for one micro-batch: reject, predict, learn, publish."""
+        t0 = time.perf_counter()
+        batch = self.decoder.decode([r.value for r in records])
+        self._dead_letter(records, batch)
+        labeled = np.fromiter((lab is not None for lab in batch.labels), bool, len(batch.labels))
+        n_labeled = int(labeled.sum())
+        if batch.x.shape[0]:
+            x = self.learner.to_tensor(batch.x)
+            if n_labeled:
+                self._learn(x, batch, labeled)
+            if n_labeled < labeled.size:
+                self._predict_unlabeled(x, batch, records, ~labeled)
+        for r in records:   # records of one partition are in offset order
+            self.offsets[TopicPartition(r.topic, r.partition)] = r.offset + 1
+        n = len(records)
+        self.counters.consumed += n
+        self._since_checkpoint += n
+        self.metrics.events_consumed.inc(n)
+        self.metrics.update_duration.observe(time.perf_counter() - t0)
+        self.metrics.last_event_ts.set(time.time())
+        self._refresh_gauges()
+
+    def _learn(self, x: torch.Tensor, batch: DecodedBatch, labeled: np.ndarray) -> None:
+        all_labeled = bool(labeled.all())
+        xl = x if all_labeled else x[torch.from_numpy(labeled).to(x.device)]
+        labels = batch.labels if all_labeled else [lab for lab, m in zip(batch.labels, labeled) if m]
+        y = self.learner.encode_labels(labels)   # type: ignore[arg-type]
+        pred, _ = self.learner.predict_indices(xl)         # test first...
+        self.accuracy.update(y.cpu().numpy(), pred.cpu().numpy())
+        stats = self.learner.learn_tensors(xl, y)          # ...then train
+        self.loss.update(stats.loss, len(labels))
+        self.metrics.loss.set(stats.loss)
+        n = len(labels)
+        self.counters.learned += n
+        self.metrics.events_learned.inc(n)
+        ts = batch.ts if all_labeled else batch.ts[labeled]
+        ts = ts[~np.isnan(ts)]
+        if ts.size:
+            self.metrics.event_to_update.observe_many(np.maximum(time.time() - ts, 0.0))
+
+    def _predict_unlabeled(self, x: torch.Tensor, batch: DecodedBatch, records: list[Any],
+                           unlabeled: np.ndarray) -> None:
+        assert self.producer is not None
+        rows = np.flatnonzero(unlabeled)
+        idx, proba = self.learner.predict_indices(x[torch.from_numpy(rows).to(x.device)])
+        names = self.learner.labels.labels
+        topic = self.settings.kafka.predictions_topic
+        messages = encode_predictions([batch.ids[r] for r in rows], idx.tolist(), proba.tolist(),
+                                      names, self.counters.learned)
+        for r, value in zip(rows, messages):
+            rec = records[int(batch.index[r])]
+            self.producer.send(topic, value, key=rec.key)
+        self.counters.predicted += rows.size
+        self.metrics.predictions.inc(rows.size)
+
+    def _dead_letter(self, records: list[Any], batch: DecodedBatch) -> None:
+        assert self.producer is not None
+        topic = self.settings.kafka.dlq_topic
+        for rej in batch.rejects:
+            rec = records[rej.index]
+            value = rec.value or b""
+            headers = [("reason", rej.reason.encode()), ("detail", rej.detail.encode()),
+                       ("source_topic", rec.topic.encode()),
+                       ("source_partition", str(rec.partition).encode()),
+                       ("source_offset", str(rec.offset).encode())]
+            if rej.reason == TOO_LARGE and len(value) > DLQ_MAX_VALUE_BYTES:
+                headers.append(("truncated_from_bytes", str(len(value)).encode()))
+                value = value[:DLQ_MAX_VALUE_BYTES]
+            self.producer.send(topic, value, key=rec.key, headers=headers)
+            self.counters.rejected[rej.reason] = self.counters.rejected.get(rej.reason, 0) + 1
+            self.metrics.events_rejected.labels(rej.reason).inc()
+            log.debug("rejected %s[%d]@%d: %s (%s)", rec.topic, rec.partition, rec.offset,
+                      rej.reason, rej.detail)
+
+    def _throttle_if_backlogged(self) -> None:
+        """Pause fetching while the broker is not acknowledging our DLQ/prediction sends."""
+        assert self.consumer is not None and self.producer is not None
+        if self.producer.pending < MAX_PENDING_RECORDS:
+            if self.consumer.paused():
+                self.consumer.resume(*self.consumer.paused())
+            return
+        if not self.producer.flush(timeout_s=1.0):
+            self.consumer.pause(*self.consumer.assignment())
+
+    def _refresh_gauges(self) -> None:
+        m = self.metrics
+        m.prequential_accuracy.set(self.accuracy.accuracy)
+        m.rolling_accuracy.set(self.accuracy.rolling_accuracy)
+        m.model_classes.set(len(self.learner.labels))
+        buffer = getattr(self.learner.strategy, "buffer", None)
+        m.replay_buffer_events.set(len(buffer) if buffer is not None else 0)
+        if self.consumer is not None:
+            for tp in self.consumer.assignment():
+                high = self.consumer.highwater(tp)
+                if high is not None and tp in self.offsets:
+                    m.consumer_lag.labels(str(tp.partition)).set(max(high - self.offsets[tp], 0))
+
+    # -- checkpoint + commit ------------------------------------------------------------------
+    def _checkpoint_due(self) -> bool:
+        c = self.settings.checkpoint
+        return self._since_checkpoint > 0 and (
+            self._since_checkpoint >= c.every_events
+            or time.time() - self.last_checkpoint_time >= c.every_seconds)
+
+    def state_dict(self) -> dict[str, Any]:
+        offsets: dict[str, dict[int, int]] = {}
+        for tp, off in self.offsets.items():
+            offsets.setdefault(tp.topic, {})[tp.partition] = off
+        return {"version": __version__, "created": time.time(),
+                "learner": self.learner.state_dict(), "decoder": self.decoder.state_dict(),
+                "accuracy": self.accuracy.state_dict(), "loss": self.loss.state_dict(),
+                "counters": self.counters.state_dict(), "offsets": offsets}
+
+    def checkpoint(self, blocking_commit: bool, flush_timeout_s: float = 5.0) -> bool:
+        """Flush → checkpoint → commit. False (and retried later) if the flush is incomplete."""
+        assert self.producer is not None
+        t0 = time.perf_counter()
+        if not self.producer.flush(flush_timeout_s):
+            self.metrics.kafka_errors.labels("produce").inc()
+            log.warning("%d DLQ/prediction records not yet acknowledged; checkpoint deferred",
+                        self.producer.pending)
+            return False
+        self.last_checkpoint_path = str(self.store.save(self.state_dict()))
+        self.last_checkpoint_time = time.time()
+        self._since_checkpoint = 0
+        self._commit(blocking_commit)
+        self.metrics.checkpoint_duration.observe(time.perf_counter() - t0)
+        self.metrics.checkpoint_last_success.set(self.last_checkpoint_time)
+        return True
+
+    def _commit(self, blocking: bool) -> None:
+        if self.consumer is None:
+            return
+        owned = self.consumer.assignment()
+        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self.offsets.items()
+                   if tp in owned}
+        if not offsets:
+            return
+        try:
+            if blocking:
+                self.consumer.commit(offsets)
+            else:
+                self.consumer.commit_async(offsets)
+        except KafkaError as exc:
+            # The checkpoint already holds these offsets; the next commit catches up.
+            self.metrics.kafka_errors.labels("commit").inc()
+            log.warning("offset commit failed (%s); checkpoint remains authoritative", exc)
+
+    def _offsets_text(self) -> str:
+        return ", ".join(f"{tp.topic}[{tp.partition}]={o}" for tp, o in sorted(self.offsets.items()))

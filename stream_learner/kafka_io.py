@@ -1,0 +1,133 @@
+"""kafka-python clients: the group consumer and a producer that never drops a record."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+def make_consumer(settings: Settings) -> KafkaConsumer:
+    """A group consumer with manual commits; raises NoBrokersAvailable while Kafka is away."""
+    k = settings.kafka
+    return KafkaConsumer(
+        **k.client_options(),
+        group_id=k.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=k.auto_offset_reset,
+        session_timeout_ms=k.session_timeout_ms,
+        heartbeat_interval_ms=k.heartbeat_interval_ms,
+        max_poll_records=settings.batch.size,
+        check_crcs=k.check_crcs,
+        # Room for several batches per fetch, and for oversize events to be fetched
+        # (and then dead-lettered) instead of wedging the partition.
+        max_partition_fetch_bytes=max(8 * 1024 * 1024, 2 * k.max_event_bytes),
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+
+
+def make_producer(settings: Settings) -> KafkaProducer:
+    return KafkaProducer(
+        **settings.kafka.client_options(),
+        acks="all",
+        linger_ms=5,
+        batch_size=256 * 1024,
+        # Bounded so a missing broker cannot freeze the loop (and /healthz) in send().
+        max_block_ms=2_000,
+        max_request_size=4 * 1024 * 1024,
+    )
+
+
+class Listener(ConsumerRebalanceListener):
+    """Forwards rebalance callbacks to the daemon.
+
+    kafka-python 3.x runs them on its IO thread while the main thread waits inside
+    ``poll()``, so the daemon's state is quiescent; but a blocking ``commit()`` here
+    raises, so the daemon commits asynchronously from these callbacks.
+    """
+
+    def __init__(self, on_revoked: Any, on_assigned: Any) -> None:
+        self._on_revoked = on_revoked
+        self._on_assigned = on_assigned
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._on_revoked(set(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._on_assigned(set(assigned))
+
+
+class ReliableProducer:
+    """Keeps every record until the broker has acknowledged it.
+
+    ``flush()`` answers the one question the checkpoint needs: has everything sent so
+    far been delivered? Failed records are re-sent, never dropped.
+    """
+
+    def __init__(self, producer: KafkaProducer) -> None:
+        self.producer = producer
+        self._unsent: list[tuple[str, bytes, bytes | None, Headers]] = []
+        self._inflight: list[tuple[Any, tuple[str, bytes, bytes | None, Headers]]] = []
+
+    @property
+    def pending(self) -> int:
+        return len(self._unsent) + len(self._inflight)
+
+    def send(self, topic: str, value: bytes, key: bytes | None = None,
+             headers: Headers | None = None) -> None:
+        record = (topic, value, key, headers or [])
+        if self._unsent:           # keep order behind earlier failures
+            self._unsent.append(record)
+            return
+        self._try_send(record)
+
+    def send_many(self, records: Sequence[tuple[str, bytes, bytes | None, Headers]]) -> None:
+        for record in records:
+            self.send(*record)
+
+    def _try_send(self, record: tuple[str, bytes, bytes | None, Headers]) -> bool:
+        try:
+            topic, value, key, headers = record
+            self._inflight.append((self.producer.send(topic, value=value, key=key,
+                                                      headers=headers), record))
+            return True
+        except KafkaError as exc:
+            log.debug("send to %s deferred: %s", record[0], exc)
+            self._unsent.append(record)
+            return False
+
+    def flush(self, timeout_s: float) -> bool:
+        """Retry what failed, wait up to ``timeout_s``; True when nothing is pending."""
+        retry, self._unsent = self._unsent, []
+        for i, record in enumerate(retry):
+            if not self._try_send(record):
+                self._unsent.extend(retry[i + 1:])
+                break
+        try:
+            self.producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            log.debug("producer flush incomplete: %s", exc)
+        still: list[Any] = []
+        for future, record in self._inflight:
+            if not future.is_done:
+                still.append((future, record))
+            elif future.failed():
+                log.warning("delivery to %s failed (%s); will retry", record[0], future.exception)
+                self._unsent.append(record)
+        self._inflight = still
+        return self.pending == 0
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        try:
+            self.producer.close(timeout=timeout_s)
+        except KafkaError as exc:  # pragma: no cover - best effort at shutdown
+            log.warning("producer close: %s", exc)

@@ -1,0 +1,154 @@
+"""The learner core: label map + model + optimiser + strategy, without any Kafka.
+
+Prequential use: ``predict`` a micro-batch first (for metrics), then ``learn`` it.
+
+>>> import numpy as np
+>>> from stream_learner.config import Settings
+>>> lrn = Learner(Settings(model={"device": "cpu"}))
+>>> x = np.random.default_rng(0).normal(size=(256, 2)).astype("float32")
+>>> y = ["pos" if a > 0 else "neg" for a in x[:, 0]]
+>>> for _ in range(30): _ = lrn.learn(x, y)
+>>> labels, proba = lrn.predict(x)
+>>> float(np.mean([p == t for p, t in zip(labels, y)])) > 0.9
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Settings
+from .labels import Label, LabelMap
+from .model import MLP, select_device
+from .strategies import Batch, Strategy, UpdateStats, make_strategy
+
+
+class Learner:
+    """Owns the model and its optimiser; strategies call back into :meth:`step`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.device = select_device(settings.model.device)
+        self.step_size = settings.model.step_size
+        self.labels = LabelMap()
+        self.model: MLP | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.strategy: Strategy = make_strategy(settings, self)
+        self.loss_fn = nn.CrossEntropyLoss()
+        torch.manual_seed(settings.model.seed)
+
+    # -- construction ------------------------------------------------------------
+    def build(self, n_features: int) -> None:
+        """Create the model once the feature count is known (first valid event)."""
+        if self.model is not None:
+            return
+        self.model = MLP(n_features, self.settings.model.hidden).to(self.device)
+        self.optimizer = self._make_optimizer(self.model.parameters())
+
+    def _make_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        m = self.settings.model
+        if m.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=m.lr, momentum=0.9)
+        return torch.optim.Adam(params, lr=m.lr)
+
+    def _grow(self, n_classes: int) -> None:
+        assert self.model is not None and self.optimizer is not None
+        old_params = list(self.model.parameters())
+        if not self.model.add_classes(n_classes):
+            return
+        # The head was replaced: carry the optimiser state over, zero-padded for new rows.
+        old_state = self.optimizer.state
+        self.optimizer = self._make_optimizer(self.model.parameters())
+        for old, new in zip(old_params, self.model.parameters()):
+            for key, value in old_state.get(old, {}).items():
+                if torch.is_tensor(value) and value.shape == old.shape and old.shape != new.shape:
+                    padded = torch.zeros_like(new)
+                    padded[: old.shape[0]] = value
+                    value = padded
+                self.optimizer.state[new][key] = value
+
+    # -- prequential API ----------------------------------------------------------
+    def to_tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).to(self.device, non_blocking=True)
+
+    @torch.inference_mode()
+    def predict_indices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class indices and their probabilities; -1 while no class is known."""
+        if self.model is None or self.model.n_classes == 0:
+            n = x.shape[0]
+            return (torch.full((n,), -1, dtype=torch.int64, device=x.device),
+                    torch.zeros(n, device=x.device))
+        proba = torch.softmax(self.model(x), dim=1)
+        p, idx = proba.max(dim=1)
+        return idx, p
+
+    def predict(self, x: np.ndarray) -> tuple[list[Label | None], list[float]]:
+        idx, p = self.predict_indices(self.to_tensor(x))
+        labels = self.labels.labels
+        return ([labels[i] if i >= 0 else None for i in idx.tolist()], p.tolist())
+
+    def encode_labels(self, labels: Sequence[Label]) -> torch.Tensor:
+        y = torch.tensor(self.labels.encode(labels), dtype=torch.int64)
+        return y.to(self.device, non_blocking=True)
+
+    def learn_tensors(self, x: torch.Tensor, y: torch.Tensor) -> UpdateStats:
+        """Learn already-encoded classes (``y`` from :meth:`encode_labels`)."""
+        self.build(x.shape[1])
+        assert self.model is not None
+        self._grow(len(self.labels))
+        self.model.scaler.update(x)
+        self.model.train()
+        return self.strategy.update(Batch(x, y))
+
+    def learn(self, x: np.ndarray, labels: Sequence[Label]) -> UpdateStats:
+        return self.learn_tensors(self.to_tensor(x), self.encode_labels(labels))
+
+    # -- callback for strategies ----------------------------------------------------
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        assert self.model is not None and self.optimizer is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(x), y)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    # -- checkpointing ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "labels": self.labels.state_dict(),
+            "n_features": None if self.model is None else self.model.n_features,
+            "model": None if self.model is None else _to_cpu(self.model.state_dict()),
+            "optimizer": None if self.optimizer is None else _to_cpu(self.optimizer.state_dict()),
+            "strategy_name": self.strategy.name,
+            "strategy": self.strategy.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["strategy_name"] != self.strategy.name:
+            raise ValueError(f"checkpoint was written by strategy {state['strategy_name']!r}, "
+                             f"config asks for {self.strategy.name!r}")
+        self.labels.load_state_dict(state["labels"])
+        if state["model"] is not None:
+            self.model = None
+            self.build(state["n_features"])
+            assert self.model is not None
+            self.model.load_state_dict(state["model"])
+            self.optimizer = self._make_optimizer(self.model.parameters())
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.strategy.load_state_dict(state["strategy"])
+        torch.set_rng_state(state["torch_rng"])
+
+
+def _to_cpu(obj: Any) -> Any:
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj

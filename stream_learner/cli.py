@@ -73,8 +73,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
         return _fail(f"unknown stream {args.stream!r}; choose from {sorted(STREAMS)}")
     if args.partitions:
         ensure_topics(args.bootstrap_servers, {args.topic: args.partitions})
+    reasons = args.bad_reasons.split(",") if args.bad_reasons else None
     report = produce(args.bootstrap_servers, args.topic, args.stream, args.count,
-                     rate=args.rate, seed=args.seed, unlabeled_fraction=args.unlabeled_fraction)
+                     rate=args.rate, seed=args.seed, unlabeled_fraction=args.unlabeled_fraction,
+                     drift_every=args.drift_every, bad_reasons=reasons,
+                     bad_fraction=args.bad_fraction)
     print(f"sent {report.sent} events ({report.bad} malformed, {report.unlabeled} unlabeled) "
           f"in {report.seconds:.1f}s", flush=True)
     return 0
@@ -129,7 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     prod.add_argument("--partitions", type=int, default=0,
                       help="create the topic with this many partitions if missing")
     prod.add_argument("--seed", type=int, default=42)
-    prod.add_argument("--unlabeled-fraction", type=float, default=0.0)
+    prod.add_argument("--unlabeled-fraction", type=float, default=0.0,
+                      help="share of valid events sent with label null")
+    prod.add_argument("--bad-fraction", type=float, default=None,
+                      help="share of malformed events (default: 0.05 for mixed, else 0)")
+    prod.add_argument("--bad-reasons", default=None,
+                      help="comma-separated reject reasons to cycle through (default: all)")
+    prod.add_argument("--drift-every", type=int, default=25_000,
+                      help="events between concept changes")
     prod.set_defaults(func=cmd_produce)
 
     brk = sub.add_parser("broker", help="run the embedded Tansu broker in the foreground")

@@ -86,6 +86,7 @@ class Daemon:
         self._since_checkpoint = 0
         self._unverified: set[TopicPartition] = set()   # assigned, committed offset not checked
         self._rebalanced = False
+        self.lag_total = 0
         self.metrics.build_info.info({"version": __version__})
         self.metrics.model_info.info({"strategy": settings.strategy.name,
                                       "device": str(self.learner.device)})
@@ -348,10 +349,13 @@ class Daemon:
         buffer = getattr(self.learner.strategy, "buffer", None)
         m.replay_buffer_events.set(len(buffer) if buffer is not None else 0)
         if self.consumer is not None:
+            lag = 0
             for tp in self.consumer.assignment():
                 high = self.consumer.highwater(tp)
                 if high is not None and tp in self.offsets:
+                    lag += max(high - self.offsets[tp], 0)
                     m.consumer_lag.labels(str(tp.partition)).set(max(high - self.offsets[tp], 0))
+            self.lag_total = lag
 
     # -- checkpoint + commit ------------------------------------------------------------------
     def _checkpoint_due(self) -> bool:

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from typing import TextIO
 
 
 class JsonFormatter(logging.Formatter):
@@ -17,13 +18,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
-def configure_logging(level: str = "INFO", json_format: bool = False) -> None:
-    """Attach one stderr handler to our logger and kafka-python's, only if none is set."""
+def configure_logging(level: str = "INFO", json_format: bool = False,
+                      stream: TextIO | None = None) -> None:
+    """Attach one handler to our logger and kafka-python's, only if none is set."""
     ours = logging.getLogger("stream_learner")
     ours.setLevel(level.upper())
     if ours.handlers:
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     if json_format:
         handler.setFormatter(JsonFormatter())
     else:

@@ -87,6 +87,7 @@ class Daemon:
         self._unverified: set[TopicPartition] = set()   # assigned, committed offset not checked
         self._rebalanced = False
         self.lag_total = 0
+        self._next_housekeeping = 0.0
         self.metrics.build_info.info({"version": __version__})
         self.metrics.model_info.info({"strategy": settings.strategy.name,
                                       "device": str(self.learner.device)})
@@ -133,6 +134,8 @@ class Daemon:
                 records = self._next_batch()
                 if records:
                     self.process(records)
+                if time.monotonic() >= self._next_housekeeping:
+                    self._housekeeping()
                 if self._checkpoint_due():
                     self.checkpoint(blocking_commit=True)
         finally:
@@ -340,6 +343,28 @@ class Daemon:
             return
         if not self.producer.flush(timeout_s=1.0):
             self.consumer.pause(*self.consumer.assignment())
+
+    def _housekeeping(self) -> None:
+        """Once a second, also when idle: gauges, and positions past the log's end."""
+        self._next_housekeeping = time.monotonic() + 1.0
+        self._refresh_gauges()
+        assert self.consumer is not None
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            mine = self.offsets.get(tp)
+            if high is None or mine is None or mine <= high:
+                continue
+            # The log is shorter than what we already processed: the topic was deleted and
+            # recreated (or the broker lost its data). Kafka would answer OffsetOutOfRange;
+            # some brokers just return nothing, so follow auto_offset_reset ourselves.
+            log.warning("%s ends at %d, before our position %d: topic recreated or "
+                        "truncated; restarting from the %s", tp, high, mine,
+                        self.settings.kafka.auto_offset_reset)
+            if self.settings.kafka.auto_offset_reset == "earliest":
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek_to_end(tp)
+            del self.offsets[tp]
 
     def _refresh_gauges(self) -> None:
         m = self.metrics

@@ -1,0 +1,151 @@
+"""Conformance tests every update strategy must pass (in the spirit of river's check_estimator).
+
+They are parametrized over :data:`stream_learner.strategies.STRATEGIES`, so a new
+strategy gets all of them for free by joining that tuple (and ``make_strategy``):
+
+* it satisfies the :class:`~stream_learner.strategies.Strategy` protocol and reports
+  sane :class:`~stream_learner.strategies.UpdateStats`;
+* its state, inside the learner's, holds plain data only (tensors, numbers, strings,
+  lists, dicts, None), so a checkpoint loads with ``torch.load(weights_only=True)``;
+* a learner saved through :class:`~stream_learner.checkpoint.CheckpointStore` and
+  restored into a fresh learner continues *exactly* like the original: same losses
+  and bit-identical parameters after more updates on identical data;
+* an empty state (before any event) round-trips too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stream_learner.checkpoint import CheckpointStore
+from stream_learner.config import Settings
+from stream_learner.learner import Learner
+from stream_learner.strategies import STRATEGIES, Strategy, UpdateStats, make_strategy
+
+ATOMS = (torch.Tensor, bool, int, float, str, type(None))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matmuls: one intra-op thread is as fast alone and far faster on a busy box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _settings(name: str) -> Settings:
+    return Settings(strategy={"name": name},
+                    model={"device": "cpu", "hidden": (16, 16), "step_size": 32, "seed": 3},
+                    replay={"capacity": 300, "batch_size": 16})
+
+
+def _batches(seed: int, count: int, n: int = 100, d: int = 4, n_classes: int = 3):
+    """Deterministic labeled micro-batches; labels mix ints and strings."""
+    rng = np.random.default_rng(seed)
+    names = [0, "b", 2, "d", "e"][:n_classes]
+    w = rng.normal(size=(d, n_classes))
+    for _ in range(count):
+        x = rng.normal(size=(n, d)).astype(np.float32) * 3 + 1
+        yield x, [names[i] for i in (x @ w).argmax(1)]
+
+
+def _walk(obj, path="state"):
+    """Yield (path, value) for every leaf; fail on anything that is not plain data."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            assert isinstance(k, (str, int)), f"{path}: key {k!r} is {type(k).__name__}"
+            yield from _walk(v, f"{path}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        # tuple: only torch's own optimiser state uses one (Adam's betas).
+        for i, v in enumerate(obj):
+            yield from _walk(v, f"{path}[{i}]")
+    else:
+        assert isinstance(obj, ATOMS), f"{path} is a {type(obj).__name__}, not plain data"
+        yield path, obj
+
+
+@pytest.fixture(params=STRATEGIES)
+def name(request) -> str:
+    return request.param
+
+
+def test_strategy_follows_protocol(name):
+    learner = Learner(_settings(name))
+    strategy = make_strategy(_settings(name), learner)
+    assert isinstance(strategy, Strategy)
+    assert strategy.name == name
+    assert learner.strategy.name == name
+    for x, y in _batches(0, 3):
+        stats = learner.learn(x, y)
+        assert isinstance(stats, UpdateStats)
+        assert stats.steps == -(-len(x) // learner.step_size)
+        assert np.isfinite(stats.loss) and stats.loss >= 0
+        assert stats.replayed >= 0
+    empty = learner.learn(np.empty((0, 4), np.float32), [])
+    assert empty.steps == 0 and empty.loss == 0.0
+
+
+def test_state_is_plain_data(name, tmp_path):
+    learner = Learner(_settings(name))
+    for x, y in _batches(1, 4):
+        learner.learn(x, y)
+    state = learner.state_dict()
+    leaves = list(_walk(state))
+    assert leaves
+    strategy_state = state["strategy"]
+    assert isinstance(strategy_state, dict)
+    list(_walk(strategy_state, "strategy"))
+    assert all(not t.is_cuda for _, t in leaves if torch.is_tensor(t))
+    path = CheckpointStore(tmp_path).save({"learner": state})
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    assert loaded["state"]["learner"]["strategy_name"] == name
+
+
+def test_checkpoint_restore_continues_identically(name, tmp_path):
+    settings = _settings(name)
+    a = Learner(settings)
+    for x, y in _batches(2, 6):
+        a.learn(x, y)
+    store = CheckpointStore(tmp_path / "ckpt", keep=2)
+    store.save({"learner": a.state_dict()})
+
+    data = list(_batches(3, 8, n_classes=5))          # two new classes appear too
+    losses_a = [a.learn(x, y).loss for x, y in data]
+
+    # A restart: a fresh store on the same directory, a fresh learner.
+    state = CheckpointStore(tmp_path / "ckpt", keep=2).load_latest()
+    assert state is not None
+    b = Learner(settings)
+    b.load_state_dict(state["learner"])
+    losses_b = [b.learn(x, y).loss for x, y in data]
+
+    assert losses_a == losses_b
+    assert a.labels.labels == b.labels.labels
+    pa = dict(a.model.named_parameters())
+    pb = dict(b.model.named_parameters())
+    assert pa.keys() == pb.keys()
+    for key in pa:
+        assert torch.equal(pa[key], pb[key]), key
+    for (ka, ta), (kb, tb) in zip(a.model.named_buffers(), b.model.named_buffers()):
+        assert ka == kb and torch.equal(ta, tb), ka
+    # Strategy state (e.g. a replay buffer and its RNG) ends up identical too.
+    sa, sb = a.strategy.state_dict(), b.strategy.state_dict()
+    leaves_a, leaves_b = list(_walk(sa)), list(_walk(sb))
+    assert [p for p, _ in leaves_a] == [p for p, _ in leaves_b]
+    for (p, va), (_, vb) in zip(leaves_a, leaves_b):
+        assert (torch.equal(va, vb) if torch.is_tensor(va) else va == vb), p
+
+
+def test_restore_from_empty_state(name, tmp_path):
+    settings = _settings(name)
+    store = CheckpointStore(tmp_path)
+    a = Learner(settings)
+    store.save({"learner": a.state_dict()})
+    data = list(_batches(4, 3))
+    losses_a = [a.learn(x, y).loss for x, y in data]
+    b = Learner(settings)
+    b.load_state_dict(store.load_latest()["learner"])
+    assert [b.learn(x, y).loss for x, y in data] == losses_a

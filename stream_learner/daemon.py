@@ -14,7 +14,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,7 +35,8 @@ from .predictions import encode_predictions
 log = logging.getLogger(__name__)
 
 DLQ_MAX_VALUE_BYTES = 256 * 1024   # an oversize event is dead-lettered truncated, marked so
-MAX_PENDING_RECORDS = 200_000      # pause consumption while this many sends are unacknowledged
+MAX_PENDING_RECORDS = 200_000
+CommitMode = Literal["sync", "async", "none"]      # pause consumption while this many sends are unacknowledged
 
 
 @dataclass
@@ -137,7 +138,7 @@ class Daemon:
                 if time.monotonic() >= self._next_housekeeping:
                     self._housekeeping()
                 if self._checkpoint_due():
-                    self.checkpoint(blocking_commit=True)
+                    self.checkpoint(commit="sync")
         finally:
             self.shutdown()
         return 0
@@ -146,7 +147,7 @@ class Daemon:
         self.health.ready = False
         self.metrics.ready.set(0)
         if self.consumer is not None and self._since_checkpoint:
-            self.checkpoint(blocking_commit=True, flush_timeout_s=30.0)
+            self.checkpoint(commit="sync", flush_timeout_s=30.0)
         if self.consumer is not None:
             try:
                 self.consumer.unsubscribe()   # leave the group now, not at session timeout
@@ -185,11 +186,15 @@ class Daemon:
         return False
 
     # -- rebalance callbacks (run inside poll) ----------------------------------------------
-    def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+    def _on_revoked(self, revoked: set[TopicPartition], commit: bool) -> Any:
+        """Checkpoint before the partitions go; returns the commit future to await."""
         log.info("partitions revoked: %s", sorted(revoked))
         self._rebalanced = True
-        if self._since_checkpoint:
-            self.checkpoint(blocking_commit=False, flush_timeout_s=5.0)
+        if not revoked:
+            return None
+        if self._since_checkpoint and not self.checkpoint(commit="none", flush_timeout_s=5.0):
+            return None
+        return self._commit("async") if commit else None
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", sorted(assigned))
@@ -398,7 +403,7 @@ class Daemon:
                 "accuracy": self.accuracy.state_dict(), "loss": self.loss.state_dict(),
                 "counters": self.counters.state_dict(), "offsets": offsets}
 
-    def checkpoint(self, blocking_commit: bool, flush_timeout_s: float = 5.0) -> bool:
+    def checkpoint(self, commit: CommitMode = "sync", flush_timeout_s: float = 5.0) -> bool:
         """Flush → checkpoint → commit. False (and retried later) if the flush is incomplete."""
         assert self.producer is not None
         t0 = time.perf_counter()
@@ -410,28 +415,30 @@ class Daemon:
         self.last_checkpoint_path = str(self.store.save(self.state_dict()))
         self.last_checkpoint_time = time.time()
         self._since_checkpoint = 0
-        self._commit(blocking_commit)
+        if commit != "none":
+            self._commit(commit)
         self.metrics.checkpoint_duration.observe(time.perf_counter() - t0)
         self.metrics.checkpoint_last_success.set(self.last_checkpoint_time)
         return True
 
-    def _commit(self, blocking: bool) -> None:
+    def _commit(self, mode: CommitMode) -> Any:
+        """Commit the checkpoint's offsets of owned partitions ("sync" or "async")."""
         if self.consumer is None:
-            return
+            return None
         owned = self.consumer.assignment()
         offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self.offsets.items()
                    if tp in owned}
         if not offsets:
-            return
+            return None
         try:
-            if blocking:
-                self.consumer.commit(offsets)
-            else:
-                self.consumer.commit_async(offsets)
+            if mode == "async":
+                return self.consumer.commit_async(offsets)
+            self.consumer.commit(offsets)
         except KafkaError as exc:
             # The checkpoint already holds these offsets; the next commit catches up.
             self.metrics.kafka_errors.labels("commit").inc()
             log.warning("offset commit failed (%s); checkpoint remains authoritative", exc)
+        return None
 
     def _offsets_text(self) -> str:
         return ", ".join(f"{tp.topic}[{tp.partition}]={o}" for tp, o in sorted(self.offsets.items()))

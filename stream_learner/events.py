@@ -37,6 +37,7 @@ REJECT_REASONS: tuple[str, ...] = (
     FEATURE_NAMES_MISMATCH, NON_NUMERIC, NON_FINITE, TOO_LARGE, BAD_LABEL, BAD_METADATA)
 
 Label = int | str
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class _Event(msgspec.Struct):
@@ -173,7 +174,7 @@ def classify(index: int, value: bytes, fast_error: str) -> Reject:
     """Name the reason a message failed the strict fast-path decode."""
     try:
         obj = json.loads(value, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return Reject(index, NOT_JSON, _short(str(exc)))
     if not isinstance(obj, dict):
         return Reject(index, NOT_OBJECT, f"top-level JSON is {type(obj).__name__}, not an object")
@@ -186,7 +187,7 @@ def classify(index: int, value: bytes, fast_error: str) -> Reject:
     for item in items:
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             return Reject(index, NON_NUMERIC, f"feature value {_short(repr(item))} is not a number")
-        if not math.isfinite(item):
+        if abs(item) > _FLOAT32_MAX:   # also JSON integers beyond float64 (no OverflowError)
             return Reject(index, NON_FINITE, "a feature is out of range or infinite")
     label = obj.get("label")
     if label is not None and (isinstance(label, bool) or not isinstance(label, (int, str))):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 
 from .config import Settings
@@ -47,22 +47,34 @@ def make_producer(settings: Settings) -> KafkaProducer:
     )
 
 
-class Listener(ConsumerRebalanceListener):
+class Listener(AsyncConsumerRebalanceListener):
     """Forwards rebalance callbacks to the daemon.
 
-    kafka-python 3.x runs them on its IO thread while the main thread waits inside
-    ``poll()``, so the daemon's state is quiescent; but a blocking ``commit()`` here
-    raises, so the daemon commits asynchronously from these callbacks.
+    kafka-python 3.x runs them on its IO loop while the main thread waits inside
+    ``poll()``, so the daemon's state is quiescent. A blocking ``commit()`` raises
+    there, and a fire-and-forget ``commit_async()`` can lose the race with the
+    JoinGroup that follows; awaiting the commit's future keeps the order
+    checkpoint → commit → give the partitions up, without blocking heartbeats.
     """
 
-    def __init__(self, on_revoked: Any, on_assigned: Any) -> None:
+    def __init__(self, on_revoked: Callable[[set[Any], bool], Any],
+                 on_assigned: Callable[[set[Any]], None]) -> None:
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self._on_revoked(set(revoked))
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        future = self._on_revoked(set(revoked), True)
+        if future is not None:
+            try:
+                await future
+            except Exception as exc:  # noqa: BLE001 - the checkpoint is authoritative
+                log.warning("offset commit before rebalance failed: %s", exc)
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
+    async def on_partitions_lost(self, lost: Any) -> None:
+        # Evicted: the group no longer accepts our commits; the checkpoint still counts.
+        self._on_revoked(set(lost), False)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
         self._on_assigned(set(assigned))
 
 

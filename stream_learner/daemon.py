@@ -251,13 +251,14 @@ class Daemon:
                 log.warning("poll failed (%s); retrying", exc)
                 time.sleep(0.5)
                 break
+            if self._rebalanced:
+                # Assignment seeks every partition back to its last processed offset, so
+                # records polled before the rebalance will be fetched again (or belong to
+                # partitions now owned by another replica): drop them.
+                self._rebalanced = False
+                out = []
             for recs in polled.values():
                 out.extend(recs)
-            if self._rebalanced:
-                # Records polled before a rebalance may belong to partitions we lost.
-                self._rebalanced = False
-                owned = self.consumer.assignment()
-                out = [r for r in out if TopicPartition(r.topic, r.partition) in owned]
             if self._unverified:
                 out = self._verify_assignment(out)
             if remaining_ms <= 0:

@@ -128,6 +128,7 @@ class Daemon:
         self.restore()
         if not self._connect():
             return 0
+        clean = False
         try:
             while not self.stopping:
                 self.health.tick()
@@ -139,14 +140,16 @@ class Daemon:
                     self._housekeeping()
                 if self._checkpoint_due():
                     self.checkpoint(commit="sync")
+            clean = True
         finally:
-            self.shutdown()
+            # After an unexpected error the state may hold half a batch: never save it.
+            self.shutdown(final_checkpoint=clean)
         return 0
 
-    def shutdown(self) -> None:
+    def shutdown(self, final_checkpoint: bool = True) -> None:
         self.health.ready = False
         self.metrics.ready.set(0)
-        if self.consumer is not None and self._since_checkpoint:
+        if final_checkpoint and self.consumer is not None and self._since_checkpoint:
             self.checkpoint(commit="sync", flush_timeout_s=30.0)
         if self.consumer is not None:
             try:

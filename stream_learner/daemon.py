@@ -427,7 +427,9 @@ class Daemon:
 
     def _commit(self, mode: CommitMode) -> Any:
         """Commit the checkpoint's offsets of owned partitions ("sync" or "async")."""
-        if self.consumer is None:
+        if self.consumer is None or self._since_checkpoint:
+            # Offsets past the last checkpoint must never reach the group: a restart
+            # would start after events this replica's saved model has not learned.
             return None
         owned = self.consumer.assignment()
         offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self.offsets.items()

@@ -15,13 +15,7 @@ from stream_learner.strategies import STRATEGIES
 RADIUS = 6.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: one intra-op thread is as fast alone and far faster on a busy box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _settings(strategy: str = "replay", **model) -> Settings:

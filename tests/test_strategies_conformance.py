@@ -27,13 +27,7 @@ from stream_learner.strategies import STRATEGIES, Strategy, UpdateStats, make_st
 ATOMS = (torch.Tensor, bool, int, float, str, type(None))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: one intra-op thread is as fast alone and far faster on a busy box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _settings(name: str) -> Settings:

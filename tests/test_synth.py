@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import read_topic
 from stream_learner import synth
 from stream_learner.synth import (BAD_REASONS, DRIFT_EVERY, MAX_EVENT_BYTES, STREAMS,
                                   RateLimiter, encode_event, event_messages, make_bad_event)
@@ -311,33 +312,8 @@ def test_rate_limiter_caps_catch_up_burst() -> None:
 
 # --------------------------------------------------------------------------- kafka
 
-@pytest.fixture(scope="module")
-def broker():  # type: ignore[no-untyped-def]
-    from stream_learner.broker import EmbeddedBroker
-
-    with EmbeddedBroker() as running:
-        yield running
-
-
 def _consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 15.0) -> list[Any]:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                             auto_offset_reset="earliest",
-                             # too_large events are 2 MiB; fetch them whole.
-                             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=16 << 20)
-    records: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-        # One more poll, so duplicates or extras beyond `expected` would show.
-        for batch in consumer.poll(timeout_ms=500).values():
-            records.extend(batch)
-    finally:
-        consumer.close()
-    return records
+    return read_topic(bootstrap, topic, expected, timeout_s)
 
 
 def test_produce_mixed_round_trip(broker) -> None:  # type: ignore[no-untyped-def]

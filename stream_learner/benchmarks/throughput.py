@@ -18,7 +18,18 @@ Everything is measured in the run that prints it, on the same data:
 
 Rates exclude the consumer-group join (a few seconds with Tansu): a Kafka rate runs
 from the moment the first records were handed over to the moment the last one was
-done, and counts every record, the first batch included.
+done, and counts every record, the first batch included.  An untimed learner-core
+pass runs first, because torch's first steps in a process are several times slower.
+
+The daemon reads the pre-produced backlog partition by partition (each fetch brings
+megabytes of one partition), so its prequential accuracy is over a different event
+order than the learner core's, which sees the stream in order.
+
+Options (keyword arguments of :func:`main`, or ``STREAM_LEARNER_BENCH_<NAME>`` env
+vars): the fields of :class:`BenchConfig`, e.g. ``STREAM_LEARNER_BENCH_N=50000`` or
+``STREAM_LEARNER_BENCH_TORCH_THREADS=1``.  Each measurement also records the CPU it
+used and the CPU other processes on the machine used meanwhile ("other load"):
+on a shared 2-core machine that is what makes two runs differ.
 """
 
 from __future__ import annotations
@@ -207,7 +218,7 @@ def build_values(X: np.ndarray, y: np.ndarray) -> list[bytes]:
             for i, (row, label) in enumerate(zip(X.tolist(), y.tolist()))]
 
 
-def _produce_worker(bootstrap: str, topic: str, partitions: int,
+def _produce_worker(bootstrap: str, topic: str,
                     items: list[tuple[int, bytes]]) -> tuple[int, int, float]:
     """Send ``(partition, value)`` items in order; returns (acked, failed, seconds)."""
     from kafka import KafkaProducer
@@ -250,10 +261,10 @@ def produce_values(bootstrap: str, topic: str, values: list[bytes], partitions: 
         shares[p % processes].append((p, value))
     t0 = time.perf_counter()
     if processes == 1:
-        results = [_produce_worker(bootstrap, topic, partitions, shares[0])]
+        results = [_produce_worker(bootstrap, topic, shares[0])]
     else:
         with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_produce_worker, bootstrap, topic, partitions, share)
+            futures = [pool.submit(_produce_worker, bootstrap, topic, share)
                        for share in shares]
             results = [f.result() for f in futures]
     wall = time.perf_counter() - t0
@@ -407,19 +418,25 @@ def run_daemon(settings: Any, target: int, timeout_s: float,
         deadline = time.perf_counter() + timeout_s
         readied = False
         last_progress, last_count = time.perf_counter(), -1
-        while not stop_watch.wait(0.05):
-            if not readied and on_ready is not None and daemon.health.ready:
-                readied = True
-                on_ready(daemon)
-            now = time.perf_counter()
-            count = daemon.counters.consumed
-            if count != last_count:
-                last_progress, last_count = now, count
-            stalled = done is not None and done() and now - last_progress > 15.0
-            if now > deadline or stalled:
-                run.timed_out = True
-                daemon.request_stop()
-                return
+        try:
+            while not stop_watch.wait(0.05):
+                if not readied and on_ready is not None and daemon.health.ready:
+                    readied = True
+                    on_ready(daemon)
+                now = time.perf_counter()
+                count = daemon.counters.consumed
+                if count != last_count:
+                    last_progress, last_count = now, count
+                stalled = done is not None and done() and now - last_progress > 15.0
+                if now > deadline or stalled:
+                    run.timed_out = True
+                    daemon.request_stop()
+                    return
+        except BaseException:
+            # Never leave the daemon running with nobody to stop it.
+            log.exception("benchmark watchdog failed; stopping the daemon")
+            run.timed_out = True
+            daemon.request_stop()
 
     watcher = threading.Thread(target=watchdog, name="bench-watchdog", daemon=True)
     run.t_start = time.perf_counter()
@@ -563,6 +580,8 @@ def latency_run(bootstrap: str, count: int, rate: float, stream: str,
         state["t_launch"] = time.perf_counter()
         state["proc"] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          text=True)
+        if meter is not None:   # the producer's CPU is ours, not "other load"
+            meter.extra_pids.append(state["proc"].pid)
 
     def producer_done() -> bool:
         proc = state.get("proc")
@@ -582,6 +601,8 @@ def latency_run(bootstrap: str, count: int, rate: float, stream: str,
     if proc is None:
         raise RuntimeError("latency run: the daemon never got a partition assignment")
     out, err = proc.communicate(timeout=60)
+    if meter is not None and proc.pid in meter.extra_pids:
+        meter.extra_pids.remove(proc.pid)
     match = _SENT.search(out or "")
     if proc.returncode != 0 or match is None:
         raise RuntimeError(f"latency producer failed (exit {proc.returncode}): "
@@ -811,7 +832,9 @@ def print_report(results: dict[str, Any], out: Path) -> None:
     console.print(t)
     console.print("Kafka rates run from the first records handed over to the last one done "
                   "(group join excluded). CPUs used = this process + broker + children; "
-                  "other load = CPUs busy with other processes on the machine meanwhile.")
+                  "other load = CPUs busy with other processes on the machine meanwhile. "
+                  "The daemon reads the backlog partition by partition, so its accuracy is "
+                  "over another event order than the learner core's (in stream order).")
 
     a = Table(title="Prequential accuracy on the same first K events (learner core vs river)")
     for col in ("stream", "K events", "replay (ours)", "ARF", "LogReg", "replay - ARF"):

@@ -70,13 +70,16 @@ class ModelSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda if present.")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Optimiser for online steps.")
     lr: float = Field(3e-3, gt=0, description="Learning rate.")
-    step_size: int = Field(128, ge=1, description="New events per gradient step; a micro-batch "
+    step_size: int = Field(256, ge=1, description="New events per gradient step; a micro-batch "
                                                    "is learned in chunks of this size.")
     n_features: int | None = Field(None, ge=1, description="Feature count; learned from the "
                                                            "first valid event when unset.")
     feature_names: tuple[str, ...] | None = Field(
         None, description="Order for object-valued features; learned from the first event.")
     seed: int = Field(0, description="Seed for weights, replay sampling and RNG state.")
+    threads: int = Field(1, ge=0, description="torch CPU threads (0 = torch's default). One "
+                                              "leaves the other cores to Kafka's IO thread; "
+                                              "the MLP is too small to gain from more.")
 
 
 class StrategySettings(_Section):

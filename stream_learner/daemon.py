@@ -35,8 +35,8 @@ from .predictions import encode_predictions
 log = logging.getLogger(__name__)
 
 DLQ_MAX_VALUE_BYTES = 256 * 1024   # an oversize event is dead-lettered truncated, marked so
-MAX_PENDING_RECORDS = 200_000
-CommitMode = Literal["sync", "async", "none"]      # pause consumption while this many sends are unacknowledged
+MAX_PENDING_RECORDS = 200_000      # pause consumption while this many sends are unacknowledged
+CommitMode = Literal["sync", "async", "none"]
 
 
 @dataclass
@@ -68,6 +68,8 @@ class Daemon:
             raise ValueError("kafka.bootstrap_servers is not set (STREAM_LEARNER_KAFKA__"
                              "BOOTSTRAP_SERVERS or kafka.bootstrap_servers in --config)")
         self.settings = settings
+        if settings.model.threads:
+            torch.set_num_threads(settings.model.threads)
         self.metrics = metrics or Metrics()
         self.health = Health(settings.metrics.stall_seconds)
         self.learner = Learner(settings)
@@ -281,8 +283,11 @@ class Daemon:
                 self._learn(x, batch, labeled)
             if n_labeled < labeled.size:
                 self._predict_unlabeled(x, batch, records, ~labeled)
+        last: dict[tuple[str, int], int] = {}
         for r in records:   # records of one partition are in offset order
-            self.offsets[TopicPartition(r.topic, r.partition)] = r.offset + 1
+            last[(r.topic, r.partition)] = r.offset
+        for (topic, partition), offset in last.items():
+            self.offsets[TopicPartition(topic, partition)] = offset + 1
         n = len(records)
         self.counters.consumed += n
         self._since_checkpoint += n

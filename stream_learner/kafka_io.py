@@ -32,6 +32,9 @@ def make_consumer(settings: Settings) -> KafkaConsumer:
         # (and then dead-lettered) instead of wedging the partition.
         max_partition_fetch_bytes=max(8 * 1024 * 1024, 2 * k.max_event_bytes),
         fetch_max_bytes=64 * 1024 * 1024,
+        # A caught-up fetch is held this long by the broker: bound it by the batch wait,
+        # or the event-to-update latency floor is Kafka's 500 ms default.
+        fetch_max_wait_ms=min(settings.batch.max_wait_ms, 100),
     )
 
 

@@ -82,7 +82,7 @@ class BenchConfig:
     batch_sizes: tuple[int, ...] = (1024, 2048)   # replay runs; naive runs at the first
     producers: int = 2                 # parallel producer processes for the pre-produce
     warmup_events: int = 20_000        # untimed learner-core pass first (torch's lazy init)
-    torch_threads: int = 0             # torch.set_num_threads for this process; 0 = default
+    torch_threads: int = 1             # torch.set_num_threads (0 = default); 1 matches model.threads
     seed: int = SEED
     stream: str = STREAM
     partitions: int = PARTITIONS

@@ -79,8 +79,17 @@ def test_yaml_values_load(tmp_path):
     assert s.metrics.port == 9108                        # whole section absent: defaults
 
 
+def _env(section: str, name: str) -> str:
+    """The variable name, derived the way the settings object derives it."""
+    return f"{ENV_PREFIX}{section.upper()}__{name.upper()}"
+
+
+TOPIC_VAR = _env("kafka", "topic")
+SERVERS_VAR = _env("kafka", "bootstrap_servers")
+
+
 def test_env_overrides_yaml(tmp_path, monkeypatch):
-    monkeypatch.setenv("STREAM_LEARNER_KAFKA__TOPIC", "from-env")
+    monkeypatch.setenv(TOPIC_VAR, "from-env")
     s = load_settings(_write(tmp_path, YAML))
     assert s.kafka.topic == "from-env"
     # Other YAML values of the same section survive the env override.
@@ -89,27 +98,27 @@ def test_env_overrides_yaml(tmp_path, monkeypatch):
 
 
 def test_keyword_overrides_win_over_env_and_yaml(tmp_path, monkeypatch):
-    monkeypatch.setenv("STREAM_LEARNER_BATCH__SIZE", "11")
+    monkeypatch.setenv(_env("batch", "size"), "11")
     s = load_settings(_write(tmp_path, YAML), batch={"size": 3})
     assert s.batch.size == 3
 
 
 def test_env_without_file(monkeypatch):
-    monkeypatch.setenv("STREAM_LEARNER_KAFKA__BOOTSTRAP_SERVERS", "h:1")
-    monkeypatch.setenv("STREAM_LEARNER_BATCH__MAX_WAIT_MS", "250")
+    monkeypatch.setenv(SERVERS_VAR, "h:1")
+    monkeypatch.setenv(_env("batch", "max_wait_ms"), "250")
     s = load_settings()
     assert s.kafka.bootstrap_servers == "h:1"
     assert s.batch.max_wait_ms == 250
 
 
 def test_nested_tuple_env(monkeypatch, tmp_path):
-    monkeypatch.setenv("STREAM_LEARNER_MODEL__HIDDEN", "[32, 16]")
+    monkeypatch.setenv(_env("model", "hidden"), "[32, 16]")
     assert load_settings().model.hidden == (32, 16)
     assert load_settings(_write(tmp_path, YAML)).model.hidden == (32, 16)
 
 
 def test_invalid_env_value_raises(monkeypatch):
-    monkeypatch.setenv("STREAM_LEARNER_BATCH__SIZE", "0")
+    monkeypatch.setenv(_env("batch", "size"), "0")
     with pytest.raises(ValidationError):
         load_settings()
 

@@ -51,7 +51,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                      f"{settings.metrics.port}: {exc}")
     log.info("stream-learner %s: metrics on http://%s:%d/metrics", __version__,
              settings.metrics.host, port)
-    return daemon.run()
+    from .learner_host import LearnerError
+    try:
+        return daemon.run()
+    except LearnerError as exc:
+        return _fail(f"{exc} (no checkpoint written after it; a restart resumes from the "
+                     "last one)", code=1)
 
 
 def cmd_broker(args: argparse.Namespace) -> int:

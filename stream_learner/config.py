@@ -69,14 +69,22 @@ class ModelSettings(_Section):
     hidden: tuple[int, ...] = Field((64, 64), description="Hidden layer sizes of the MLP.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda if present.")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Optimiser for online steps.")
-    lr: float = Field(3e-3, gt=0, description="Learning rate.")
+    lr: float = Field(1e-2, gt=0, description="Learning rate.")
     step_size: int = Field(256, ge=1, description="New events per gradient step; a micro-batch "
-                                                   "is learned in chunks of this size.")
+                                                   "is tested then learned in chunks of "
+                                                   "this size.")
+    warmup_events: int = Field(4096, ge=0, description="Until this many events are learned, "
+                               "chunks are smaller (half the events seen so far), so a new "
+                               "model is useful after a few events, not a whole batch.")
     n_features: int | None = Field(None, ge=1, description="Feature count; learned from the "
                                                            "first valid event when unset.")
     feature_names: tuple[str, ...] | None = Field(
         None, description="Order for object-valued features; learned from the first event.")
     seed: int = Field(0, description="Seed for weights, replay sampling and RNG state.")
+    worker: Literal["process", "inline"] = Field(
+        "process", description="process: the model learns in a worker process while the "
+        "daemon consumes the next batch (two cores; kafka-python's record parsing holds "
+        "the GIL, so a thread cannot overlap). inline: in the daemon's own process.")
     threads: int = Field(1, ge=0, description="torch CPU threads (0 = torch's default). One "
                                               "leaves the other cores to Kafka's IO thread; "
                                               "the MLP is too small to gain from more.")
@@ -88,7 +96,7 @@ class StrategySettings(_Section):
 
 class ReplaySettings(_Section):
     capacity: int = Field(10_000, ge=1, description="Reservoir size in events (on the device).")
-    batch_size: int = Field(128, ge=1, description="Replayed events mixed into each step.")
+    batch_size: int = Field(64, ge=1, description="Replayed events mixed into each step.")
 
 
 class CheckpointSettings(_Section):

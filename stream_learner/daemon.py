@@ -1,7 +1,10 @@
 """The daemon loop: poll → decode → predict → learn → checkpoint → commit.
 
+The learner runs beside the loop (:mod:`stream_learner.learner_host`): batch ``k`` is
+learned while batch ``k+1`` is polled, and results come back in submission order.
+
 Delivery order, followed everywhere a checkpoint is taken (see DESIGN.md):
-  1. finish the update of the polled batch;
+  1. finish the update of every polled batch (drain the learner);
   2. flush the producer (DLQ and predictions) until every record is acknowledged;
   3. write the checkpoint (state + next offset per partition) atomically;
   4. commit the same offsets to Kafka (a hint for other replicas; the checkpoint rules).
@@ -28,7 +31,7 @@ from .config import Settings
 from .evaluation import PrequentialAccuracy, RollingMean
 from .events import TOO_LARGE, DecodedBatch, EventDecoder
 from .kafka_io import Listener, ReliableProducer, make_consumer, make_producer
-from .learner import Learner
+from .learner_host import Learned, LearnerHost, Predicted, Result, make_learner_host
 from .metrics import Health, Metrics, MetricsServer
 from .predictions import encode_predictions
 
@@ -72,7 +75,7 @@ class Daemon:
             torch.set_num_threads(settings.model.threads)
         self.metrics = metrics or Metrics()
         self.health = Health(settings.metrics.stall_seconds)
-        self.learner = Learner(settings)
+        self.learner: LearnerHost = make_learner_host(settings)
         self.decoder = EventDecoder(settings.model.n_features, settings.model.feature_names,
                                     settings.kafka.max_event_bytes)
         self.accuracy = PrequentialAccuracy(settings.metrics.rolling_window)
@@ -93,7 +96,7 @@ class Daemon:
         self._next_housekeeping = 0.0
         self.metrics.build_info.info({"version": __version__})
         self.metrics.model_info.info({"strategy": settings.strategy.name,
-                                      "device": str(self.learner.device)})
+                                      "device": self.learner.info.device})
 
     # -- lifecycle ------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
@@ -138,6 +141,7 @@ class Daemon:
                 records = self._next_batch()
                 if records:
                     self.process(records)
+                self._handle(self.learner.completed())
                 if time.monotonic() >= self._next_housekeeping:
                     self._housekeeping()
                 if self._checkpoint_due():
@@ -166,6 +170,7 @@ class Daemon:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        self.learner.close()
         log.info("stopped after %d events (%d learned, %d rejected)", self.counters.consumed,
                  self.counters.learned, self.counters.rejected_total)
 
@@ -271,18 +276,22 @@ class Daemon:
         return out
 
     def process(self, records: list[Any]) -> None:
-        """Prequential step for one micro-batch: reject, predict, learn, publish."""
-        t0 = time.perf_counter()
+        """Prequential step for one micro-batch: reject, then hand it to the learner."""
         batch = self.decoder.decode([r.value for r in records])
         self._dead_letter(records, batch)
         labeled = np.fromiter((lab is not None for lab in batch.labels), bool, len(batch.labels))
         n_labeled = int(labeled.sum())
-        if batch.x.shape[0]:
-            x = self.learner.to_tensor(batch.x)
-            if n_labeled:
-                self._learn(x, batch, labeled)
-            if n_labeled < labeled.size:
-                self._predict_unlabeled(x, batch, records, ~labeled)
+        if n_labeled:
+            if n_labeled == labeled.size:
+                self.learner.submit_learn(batch.x, batch.labels, ctx=batch.ts)  # type: ignore[arg-type]
+            else:
+                labels = [lab for lab, m in zip(batch.labels, labeled) if m]
+                self.learner.submit_learn(batch.x[labeled], labels, ctx=batch.ts[labeled])  # type: ignore[arg-type]
+        if n_labeled < labeled.size:
+            rows = np.flatnonzero(~labeled)
+            ids = [batch.ids[r] for r in rows]
+            keys = [records[int(batch.index[r])].key for r in rows]
+            self.learner.submit_predict(batch.x[rows], ctx=(ids, keys))
         last: dict[tuple[str, int], int] = {}
         for r in records:   # records of one partition are in offset order
             last[(r.topic, r.partition)] = r.offset
@@ -292,42 +301,40 @@ class Daemon:
         self.counters.consumed += n
         self._since_checkpoint += n
         self.metrics.events_consumed.inc(n)
-        self.metrics.update_duration.observe(time.perf_counter() - t0)
         self.metrics.last_event_ts.set(time.time())
-        self._refresh_gauges()
 
-    def _learn(self, x: torch.Tensor, batch: DecodedBatch, labeled: np.ndarray) -> None:
-        all_labeled = bool(labeled.all())
-        xl = x if all_labeled else x[torch.from_numpy(labeled).to(x.device)]
-        labels = batch.labels if all_labeled else [lab for lab, m in zip(batch.labels, labeled) if m]
-        y = self.learner.encode_labels(labels)   # type: ignore[arg-type]
-        pred, _ = self.learner.predict_indices(xl)         # test first...
-        self.accuracy.update(y.cpu().numpy(), pred.cpu().numpy())
-        stats = self.learner.learn_tensors(xl, y)          # ...then train
-        self.loss.update(stats.loss, len(labels))
-        self.metrics.loss.set(stats.loss)
-        n = len(labels)
+    def _handle(self, results: list[tuple[Any, Result]]) -> None:
+        """Account for what the learner finished: metrics, predictions to publish."""
+        for ctx, result in results:
+            if isinstance(result, Learned):
+                self._learned(result, ctx)
+            elif isinstance(result, Predicted):
+                self._publish_predictions(result, *ctx)
+        if results:
+            self._refresh_gauges(consumer=False)
+
+    def _learned(self, result: Learned, ts: np.ndarray) -> None:
+        n = int(result.y.shape[0])
+        self.accuracy.update(result.y, result.pred)
+        self.loss.update(result.loss, n)
+        self.metrics.loss.set(result.loss)
         self.counters.learned += n
         self.metrics.events_learned.inc(n)
-        ts = batch.ts if all_labeled else batch.ts[labeled]
+        self.metrics.update_duration.observe(result.seconds)
         ts = ts[~np.isnan(ts)]
         if ts.size:
-            self.metrics.event_to_update.observe_many(np.maximum(time.time() - ts, 0.0))
+            self.metrics.event_to_update.observe_many(np.maximum(result.finished_at - ts, 0.0))
 
-    def _predict_unlabeled(self, x: torch.Tensor, batch: DecodedBatch, records: list[Any],
-                           unlabeled: np.ndarray) -> None:
+    def _publish_predictions(self, result: Predicted, ids: list[str],
+                             keys: list[bytes | None]) -> None:
         assert self.producer is not None
-        rows = np.flatnonzero(unlabeled)
-        idx, proba = self.learner.predict_indices(x[torch.from_numpy(rows).to(x.device)])
-        names = self.learner.labels.labels
         topic = self.settings.kafka.predictions_topic
-        messages = encode_predictions([batch.ids[r] for r in rows], idx.tolist(), proba.tolist(),
-                                      names, self.counters.learned)
-        for r, value in zip(rows, messages):
-            rec = records[int(batch.index[r])]
-            self.producer.send(topic, value, key=rec.key)
-        self.counters.predicted += rows.size
-        self.metrics.predictions.inc(rows.size)
+        messages = encode_predictions(ids, result.idx.tolist(), result.proba.tolist(),
+                                      self.learner.info.labels, self.counters.learned)
+        for key, value in zip(keys, messages):
+            self.producer.send(topic, value, key=key)
+        self.counters.predicted += len(ids)
+        self.metrics.predictions.inc(len(ids))
 
     def _dead_letter(self, records: list[Any], batch: DecodedBatch) -> None:
         assert self.producer is not None
@@ -380,14 +387,13 @@ class Daemon:
                 self.consumer.seek_to_end(tp)
             del self.offsets[tp]
 
-    def _refresh_gauges(self) -> None:
+    def _refresh_gauges(self, consumer: bool = True) -> None:
         m = self.metrics
         m.prequential_accuracy.set(self.accuracy.accuracy)
         m.rolling_accuracy.set(self.accuracy.rolling_accuracy)
-        m.model_classes.set(len(self.learner.labels))
-        buffer = getattr(self.learner.strategy, "buffer", None)
-        m.replay_buffer_events.set(len(buffer) if buffer is not None else 0)
-        if self.consumer is not None:
+        m.model_classes.set(len(self.learner.info.labels))
+        m.replay_buffer_events.set(self.learner.info.buffer_events)
+        if consumer and self.consumer is not None:
             lag = 0
             for tp in self.consumer.assignment():
                 high = self.consumer.highwater(tp)
@@ -416,6 +422,7 @@ class Daemon:
         """Flush → checkpoint → commit. False (and retried later) if the flush is incomplete."""
         assert self.producer is not None
         t0 = time.perf_counter()
+        self._handle(self.learner.drain())
         if not self.producer.flush(flush_timeout_s):
             self.metrics.kafka_errors.labels("produce").inc()
             log.warning("%d DLQ/prediction records not yet acknowledged; checkpoint deferred",

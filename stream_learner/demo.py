@@ -116,7 +116,7 @@ class _View:
         rejected = ", ".join(f"{k} {v}" for k, v in sorted(c.rejected.items())) or "none"
         table.add_row("rejected → DLQ", f"{c.rejected_total:,}  ({rejected})")
         table.add_row("consumer lag", f"{d.lag_total:,} events")
-        table.add_row("classes", ", ".join(map(str, d.learner.labels.labels)) or "none yet")
+        table.add_row("classes", ", ".join(map(str, d.learner.info.labels)) or "none yet")
         ckpt = d.last_checkpoint_path
         age = time.time() - d.last_checkpoint_time
         table.add_row("last checkpoint", f"{Path(ckpt).name} ({age:.0f}s ago)" if ckpt

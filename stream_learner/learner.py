@@ -1,6 +1,7 @@
 """The learner core: label map + model + optimiser + strategy, without any Kafka.
 
-Prequential use: ``predict`` a micro-batch first (for metrics), then ``learn`` it.
+Prequential use: :meth:`Learner.prequential` tests then trains a micro-batch chunk by
+chunk, so every event is predicted by a model that has learned every earlier chunk.
 
 >>> import numpy as np
 >>> from stream_learner.config import Settings
@@ -34,6 +35,8 @@ class Learner:
         self.settings = settings
         self.device = select_device(settings.model.device)
         self.step_size = settings.model.step_size
+        self.warmup_events = settings.model.warmup_events
+        self.seen = 0          # labeled events learned so far (drives the warm-up)
         self.labels = LabelMap()
         self.model: MLP | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -103,7 +106,36 @@ class Learner:
         self._grow(len(self.labels))
         self.model.scaler.update(x)
         self.model.train()
+        self.seen += int(x.shape[0])
         return self.strategy.update(Batch(x, y))
+
+    def prequential(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, UpdateStats]:
+        """Test then train ``(x, y)``; returns the predictions (-1: no class known yet).
+
+        After the warm-up the whole micro-batch is predicted, then learned.  During the
+        warm-up it goes in growing chunks (half the events seen so far), each predicted
+        by the model that learned every earlier chunk: a first micro-batch of 1024
+        predicted by an empty model would score nothing, where chunks make the model
+        useful after a few events.  (Chunking every batch costs ~35% of the learner's
+        rate for no measurable accuracy once warm.)
+        """
+        if self.seen >= self.warmup_events:
+            pred = self.predict_indices(x)[0]
+            return pred, self.learn_tensors(x, y)
+        preds: list[torch.Tensor] = []
+        stats: list[UpdateStats] = []
+        i, n = 0, int(x.shape[0])
+        while i < n:
+            size = n - i
+            if self.seen < self.warmup_events:
+                size = max(1, min(size, self.step_size, self.seen // 2))
+            xc, yc = x[i:i + size], y[i:i + size]
+            preds.append(self.predict_indices(xc)[0])
+            stats.append(self.learn_tensors(xc, yc))
+            i += size
+        if not preds:
+            return torch.empty(0, dtype=torch.int64, device=x.device), UpdateStats(0.0, 0)
+        return torch.cat(preds), UpdateStats.combine(stats)
 
     def learn(self, x: np.ndarray, labels: Sequence[Label]) -> UpdateStats:
         return self.learn_tensors(self.to_tensor(x), self.encode_labels(labels))
@@ -127,6 +159,7 @@ class Learner:
             "strategy_name": self.strategy.name,
             "strategy": self.strategy.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "seen": self.seen,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -143,6 +176,7 @@ class Learner:
             self.optimizer.load_state_dict(state["optimizer"])
         self.strategy.load_state_dict(state["strategy"])
         torch.set_rng_state(state["torch_rng"])
+        self.seen = int(state.get("seen", 0))
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -494,11 +494,10 @@ def learner_core(X: np.ndarray, y: np.ndarray, strategy: str,
     for i in range(0, n, batch_size):
         x = learner.to_tensor(X[i:i + batch_size])
         yt = learner.encode_labels(labels[i:i + batch_size])
-        pred, _ = learner.predict_indices(x)
+        pred, _ = learner.prequential(x, yt)
         yn, pn = yt.cpu().numpy(), pred.cpu().numpy()
         acc.update(yn, pn)
         hits[i:i + yn.shape[0]] = yn == pn
-        learner.learn_tensors(x, yt)
     seconds = time.perf_counter() - t0
     return ({"strategy": strategy, "batch_size": batch_size, "events": n,
              "seconds": seconds, "rate": n / seconds, "accuracy": acc.accuracy,

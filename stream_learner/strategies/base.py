@@ -28,6 +28,13 @@ class UpdateStats:
     steps: int           # gradient steps taken
     replayed: int = 0    # replayed events mixed in
 
+    @staticmethod
+    def combine(parts: "list[UpdateStats]") -> "UpdateStats":
+        """One stats record for several updates (loss weighted by steps)."""
+        steps = sum(p.steps for p in parts)
+        loss = sum(p.loss * p.steps for p in parts) / steps if steps else 0.0
+        return UpdateStats(loss=loss, steps=steps, replayed=sum(p.replayed for p in parts))
+
 
 class Trainable(Protocol):
     """What a strategy needs from the learner: one gradient step and the step size."""

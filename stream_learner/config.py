@@ -62,7 +62,7 @@ class KafkaSettings(_Section):
 
 class BatchSettings(_Section):
     size: int = Field(1024, ge=1, description="Events per micro-batch (upper bound).")
-    max_wait_ms: int = Field(100, ge=1, description="Process a partial batch after this wait.")
+    max_wait_ms: int = Field(50, ge=1, description="Process a partial batch after this wait.")
 
 
 class ModelSettings(_Section):

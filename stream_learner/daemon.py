@@ -13,6 +13,7 @@ A crash between any two steps replays events after the checkpoint and skips none
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import time
@@ -133,6 +134,11 @@ class Daemon:
         self.restore()
         if not self._connect():
             return 0
+        # Everything alive now (torch, kafka-python, numpy modules: ~1M objects) lives as
+        # long as the process. Frozen, full collections skip it: without this, gen-2
+        # pauses of 0.2-0.3 s set event_to_update's p99 (0.35 s at 10k/s; 0.17 s with).
+        gc.collect()
+        gc.freeze()
         clean = False
         try:
             while not self.stopping:

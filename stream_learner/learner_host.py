@@ -25,6 +25,7 @@ drain → flush → checkpoint → commit.
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import multiprocessing as mp
@@ -220,6 +221,8 @@ def _worker_main(conn: Connection, settings: Settings) -> None:
     try:
         _warm_up(settings)
         core = _Core(settings)
+        gc.collect()
+        gc.freeze()   # torch's ~1M long-lived objects out of every full collection
         conn.send(("ready", str(core.learner.device)))
         while True:
             try:

@@ -7,8 +7,9 @@ Everything is measured in the run that prints it, on the same data:
    identical float32 features) are produced to a 4-partition topic, event ``i`` to
    partition ``i % 4``.
 2. Raw kafka-python consume rate of that topic (records only, no JSON decode).
-3. The daemon, in-process, for ``naive`` and ``replay`` (batch 1024, and 2048 for
-   replay), each as a new consumer group reading the same topic from the start.
+3. The daemon, in-process (its learner in a worker process, as deployed; the worker's
+   CPU counts as ours), for ``naive`` and ``replay`` (batch 1024, and 2048 for replay),
+   each as a new consumer group reading the same topic from the start.
 4. The learner core without Kafka, on the same events as numpy arrays, doing the
    daemon's prequential steps per micro-batch.
 5. river baselines (ARF, scaled logistic regression), prequential, with our replay
@@ -382,6 +383,9 @@ def run_daemon(settings: Any, target: int, timeout_s: float,
 
     daemon = Daemon(settings)
     run = _DaemonRun(target=target)
+    worker = getattr(daemon.learner, "pid", None)
+    if meter is not None and worker is not None:   # the learner worker's CPU is ours
+        meter.extra_pids.append(worker)
     process = daemon.process
     marks: list[Any] = []
 
@@ -446,6 +450,8 @@ def run_daemon(settings: Any, target: int, timeout_s: float,
     finally:
         stop_watch.set()
         watcher.join()
+        if meter is not None and worker in meter.extra_pids:
+            meter.extra_pids.remove(worker)
     return daemon, run
 
 

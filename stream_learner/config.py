@@ -91,7 +91,62 @@ class ModelSettings(_Section):
 
 
 class StrategySettings(_Section):
-    name: Literal["naive", "replay"] = Field("replay", description="Update strategy.")
+    name: Literal["naive", "replay", "continual"] = Field(
+        "replay", description="naive: new events only. replay: reservoir experience replay. "
+        "continual: composed from memory + plugins + meta below.")
+    memory: Literal["none", "reservoir", "class_balanced"] = Field(
+        "reservoir", description="continual: the replay buffer (on the device).")
+    plugins: tuple[Literal["ewc", "si", "mas", "lwf", "agem"], ...] = Field(
+        (), description="continual: regularisers/projections, hooks run in this order.")
+    meta: Literal["none", "mer", "lamaml"] = Field(
+        "none", description="continual: meta-update replacing the plain gradient step.")
+    consolidate_every_events: int = Field(
+        0, ge=0, description="continual: a task boundary every K learned events (0 = off).")
+    consolidate_on_new_class: bool = Field(
+        True, description="continual: a task boundary when a new label appears.")
+    consolidate_on_drift: bool = Field(
+        True, description="continual: a task boundary on a drift signal.")
+
+
+class EWCSettings(_Section):
+    strength: float = Field(100.0, ge=0, description="Penalty strength.")
+    decay: float = Field(0.9, ge=0, le=1, description="Online EWC: old importance is "
+                         "multiplied by this at each consolidation (1 = keep all).")
+    fisher_batches: int = Field(8, ge=1, description="Replay/recent batches used to "
+                                "estimate the Fisher diagonal at a consolidation.")
+
+
+class SISettings(_Section):
+    strength: float = Field(1.0, ge=0, description="Penalty strength (c).")
+    eps: float = Field(1e-3, gt=0, description="Damping of the importance denominator (xi).")
+
+
+class MASSettings(_Section):
+    strength: float = Field(1.0, ge=0, description="Penalty strength.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of old importance when "
+                         "merged with the new one at a consolidation.")
+
+
+class LwFSettings(_Section):
+    alpha: float = Field(1.0, ge=0, description="Distillation loss weight.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature.")
+
+
+class AGEMSettings(_Section):
+    sample_size: int = Field(64, ge=1, description="Replayed events in the reference gradient.")
+
+
+class MERSettings(_Section):
+    beta: float = Field(0.1, gt=0, le=1, description="Within-batch Reptile step.")
+    gamma: float = Field(0.1, gt=0, le=1, description="Across-batch Reptile step.")
+    inner_steps: int = Field(5, ge=1, description="Inner SGD steps per chunk.")
+    inner_lr: float = Field(0.03, gt=0, description="Inner SGD learning rate.")
+
+
+class LaMAMLSettings(_Section):
+    alpha_init: float = Field(0.1, gt=0, description="Initial per-parameter learning rate.")
+    lr_alpha: float = Field(0.3, gt=0, description="Learning rate of the learning rates.")
+    inner_steps: int = Field(3, ge=1, description="Inner steps per chunk.")
 
 
 class ReplaySettings(_Section):
@@ -130,6 +185,13 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     strategy: StrategySettings = StrategySettings()
     replay: ReplaySettings = ReplaySettings()
+    ewc: EWCSettings = EWCSettings()
+    si: SISettings = SISettings()
+    mas: MASSettings = MASSettings()
+    lwf: LwFSettings = LwFSettings()
+    agem: AGEMSettings = AGEMSettings()
+    mer: MERSettings = MERSettings()
+    lamaml: LaMAMLSettings = LaMAMLSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()

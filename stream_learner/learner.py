@@ -25,7 +25,7 @@ from torch import nn
 from .config import Settings
 from .labels import Label, LabelMap
 from .model import MLP, select_device
-from .strategies import Batch, Strategy, UpdateStats, make_strategy
+from .strategies import Batch, Plugin, Step, Strategy, UpdateStats, make_strategy
 
 
 class Learner:
@@ -42,6 +42,7 @@ class Learner:
         self.optimizer: torch.optim.Optimizer | None = None
         self.strategy: Strategy = make_strategy(settings, self)
         self.loss_fn = nn.CrossEntropyLoss()
+        self.skipped_steps = 0  # non-finite loss or gradient: step not applied
         torch.manual_seed(settings.model.seed)
 
     # -- construction ------------------------------------------------------------
@@ -140,14 +141,52 @@ class Learner:
     def learn(self, x: np.ndarray, labels: Sequence[Label]) -> UpdateStats:
         return self.learn_tensors(self.to_tensor(x), self.encode_labels(labels))
 
+    def consolidate(self, reason: str = "manual") -> bool:
+        """A task boundary (e.g. a drift): strategies that care freeze what they know."""
+        hook = getattr(self.strategy, "consolidate", None)
+        return bool(hook(reason)) if hook is not None else False
+
     # -- callback for strategies ----------------------------------------------------
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor, y: torch.Tensor, n_new: int | None = None,
+             plugins: Sequence[Plugin] = (), memory: Any = None) -> torch.Tensor:
+        """One optimiser step on ``(x, y)`` with the plugins' hooks; returns the loss.
+
+        A step whose loss or gradient is NaN/inf is skipped (the weights stay finite)
+        and counted in ``skipped_steps``.
+        """
         assert self.model is not None and self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model(x), y)
+        logits = self.model(x)
+        loss = self.loss_fn(logits, y)
+        ctx = None
+        if plugins:
+            ctx = Step(self.model, x, y, x.shape[0] if n_new is None else n_new, logits, memory)
+            for plugin in plugins:
+                term = plugin.penalty(ctx)
+                if term is not None:
+                    loss = loss + term
         loss.backward()
+        if ctx is not None:
+            for plugin in plugins:
+                plugin.after_backward(ctx)
+        if not self._finite(loss):
+            self.skipped_steps += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            return loss.detach()
         self.optimizer.step()
+        if ctx is not None:
+            for plugin in plugins:
+                plugin.after_step(ctx)
         return loss.detach()
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        # One host sync per step: the loss, and the gradients through their total norm.
+        assert self.model is not None
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        total = loss.detach()
+        if grads:
+            total = total + torch.stack(torch._foreach_norm(grads)).sum()
+        return bool(torch.isfinite(total))
 
     # -- checkpointing ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -160,6 +199,7 @@ class Learner:
             "strategy": self.strategy.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "seen": self.seen,
+            "skipped_steps": self.skipped_steps,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -177,6 +217,7 @@ class Learner:
         self.strategy.load_state_dict(state["strategy"])
         torch.set_rng_state(state["torch_rng"])
         self.seen = int(state.get("seen", 0))
+        self.skipped_steps = int(state.get("skipped_steps", 0))
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -1,7 +1,8 @@
 """Conformance tests every update strategy must pass (in the spirit of river's check_estimator).
 
-They are parametrized over :data:`stream_learner.strategies.STRATEGIES`, so a new
-strategy gets all of them for free by joining that tuple (and ``make_strategy``):
+They are parametrized over :data:`CONFIGS`: every strategy name, and ``continual`` with
+each memory, plugin and meta-update alone, so a new piece gets all of them for free by
+joining its registry (``STRATEGIES``, ``PLUGIN_NAMES``, ``META_NAMES``):
 
 * it satisfies the :class:`~stream_learner.strategies.Strategy` protocol and reports
   sane :class:`~stream_learner.strategies.UpdateStats`;
@@ -10,7 +11,9 @@ strategy gets all of them for free by joining that tuple (and ``make_strategy``)
 * a learner saved through :class:`~stream_learner.checkpoint.CheckpointStore` and
   restored into a fresh learner continues *exactly* like the original: same losses
   and bit-identical parameters after more updates on identical data;
-* an empty state (before any event) round-trips too.
+* an empty state (before any event) round-trips too;
+* the same seed gives the same result twice;
+* a step whose loss is NaN/inf is skipped and counted, and the weights stay finite.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import torch
 from stream_learner.checkpoint import CheckpointStore
 from stream_learner.config import Settings
 from stream_learner.learner import Learner
-from stream_learner.strategies import STRATEGIES, Strategy, UpdateStats, make_strategy
+from stream_learner.strategies import (META_NAMES, PLUGIN_NAMES, STRATEGIES, Strategy,
+                                      UpdateStats, make_strategy)
 
 ATOMS = (torch.Tensor, bool, int, float, str, type(None))
 
@@ -30,9 +34,23 @@ ATOMS = (torch.Tensor, bool, int, float, str, type(None))
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+CONFIGS: dict[str, dict] = {name: {"name": name} for name in STRATEGIES}
+CONFIGS["continual+class_balanced"] = {"name": "continual", "memory": "class_balanced"}
+CONFIGS["continual+no_memory"] = {"name": "continual", "memory": "none"}
+for _plugin in PLUGIN_NAMES:
+    CONFIGS[f"continual+{_plugin}"] = {"name": "continual", "plugins": (_plugin,),
+                                       "consolidate_every_events": 250}
+for _meta in META_NAMES:
+    CONFIGS[f"continual+{_meta}"] = {"name": "continual", "meta": _meta}
+CONFIGS["continual+all"] = {"name": "continual", "memory": "class_balanced",
+                            "plugins": PLUGIN_NAMES, "meta": "mer",
+                            "consolidate_every_events": 250}
+
+
 def _settings(name: str) -> Settings:
-    return Settings(strategy={"name": name},
-                    model={"device": "cpu", "hidden": (16, 16), "step_size": 32, "seed": 3},
+    return Settings(strategy=CONFIGS[name],
+                    model={"device": "cpu", "hidden": (16, 16), "step_size": 32, "seed": 3,
+                           "warmup_events": 0},
                     replay={"capacity": 300, "batch_size": 16})
 
 
@@ -61,7 +79,7 @@ def _walk(obj, path="state"):
         yield path, obj
 
 
-@pytest.fixture(params=STRATEGIES)
+@pytest.fixture(params=list(CONFIGS))
 def name(request) -> str:
     return request.param
 
@@ -70,8 +88,8 @@ def test_strategy_follows_protocol(name):
     learner = Learner(_settings(name))
     strategy = make_strategy(_settings(name), learner)
     assert isinstance(strategy, Strategy)
-    assert strategy.name == name
-    assert learner.strategy.name == name
+    assert strategy.name == CONFIGS[name]["name"]
+    assert learner.strategy.name == CONFIGS[name]["name"]
     for x, y in _batches(0, 3):
         stats = learner.learn(x, y)
         assert isinstance(stats, UpdateStats)
@@ -95,7 +113,7 @@ def test_state_is_plain_data(name, tmp_path):
     assert all(not t.is_cuda for _, t in leaves if torch.is_tensor(t))
     path = CheckpointStore(tmp_path).save({"learner": state})
     loaded = torch.load(path, map_location="cpu", weights_only=True)
-    assert loaded["state"]["learner"]["strategy_name"] == name
+    assert loaded["state"]["learner"]["strategy_name"] == CONFIGS[name]["name"]
 
 
 def test_checkpoint_restore_continues_identically(name, tmp_path):
@@ -143,3 +161,33 @@ def test_restore_from_empty_state(name, tmp_path):
     b = Learner(settings)
     b.load_state_dict(store.load_latest()["learner"])
     assert [b.learn(x, y).loss for x, y in data] == losses_a
+
+
+def test_same_seed_same_result(name):
+    runs = []
+    for _ in range(2):
+        learner = Learner(_settings(name))
+        losses = [learner.learn(x, y).loss for x, y in _batches(5, 5, n_classes=4)]
+        runs.append((losses, [p.detach().clone() for p in learner.model.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        assert torch.equal(a, b)
+
+
+def test_a_non_finite_step_is_skipped_and_counted(name):
+    learner = Learner(_settings(name))
+    data = list(_batches(6, 4))
+    for x, y in data[:2]:
+        learner.learn(x, y)
+    before = [p.detach().clone() for p in learner.model.parameters()]
+    real_loss = learner.loss_fn
+    learner.loss_fn = lambda logits, y: real_loss(logits, y) * float("nan")
+    learner.learn(*data[2])
+    assert learner.skipped_steps > 0
+    for a, p in zip(before, learner.model.parameters()):
+        assert torch.isfinite(p).all()
+        assert torch.equal(a, p.detach()), "a NaN step moved the weights"
+    learner.loss_fn = real_loss
+    stats = learner.learn(*data[3])
+    assert np.isfinite(stats.loss)
+    assert all(torch.isfinite(p).all() for p in learner.model.parameters())

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from ..config import Settings
-from .base import Batch, Strategy, Trainable, UpdateStats
+from .base import Batch, Plugin, PluginBase, Step, Strategy, Trainable, UpdateStats
+from .continual import META_NAMES, PLUGIN_NAMES, Continual
 from .naive import Naive
 from .replay import Replay
 
-__all__ = ["Batch", "Naive", "Replay", "Strategy", "Trainable", "UpdateStats", "make_strategy",
-           "STRATEGIES"]
+__all__ = ["Batch", "Continual", "META_NAMES", "PLUGIN_NAMES", "Naive", "Plugin", "PluginBase", "Replay", "Step", "Strategy", "Trainable",
+           "UpdateStats", "make_strategy", "STRATEGIES"]
 
-STRATEGIES = ("naive", "replay")
+STRATEGIES = ("naive", "replay", "continual")
 
 
 def make_strategy(settings: Settings, learner: Trainable) -> Strategy:
@@ -20,4 +21,6 @@ def make_strategy(settings: Settings, learner: Trainable) -> Strategy:
     if name == "replay":
         return Replay(learner, settings.replay.capacity, settings.replay.batch_size,
                       seed=settings.model.seed)
+    if name == "continual":
+        return Continual(learner, settings)
     raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")

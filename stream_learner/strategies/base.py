@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -36,14 +37,83 @@ class UpdateStats:
         return UpdateStats(loss=loss, steps=steps, replayed=sum(p.replayed for p in parts))
 
 
+@dataclass
+class Step:
+    """One gradient step, as every plugin hook sees it.
+
+    ``x``/``y`` hold the new events first (``n_new`` of them), then replayed ones.
+    ``logits`` is set once the forward pass ran; ``memory`` is the replay buffer, if any
+    (A-GEM draws its reference sample there).
+    """
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    n_new: int
+    logits: torch.Tensor | None = None
+    memory: Any = None
+
+
+class Plugin(Protocol):
+    """Lifecycle hooks around a gradient step (Avalanche-style, without the subclass tree).
+
+    Subclass :class:`PluginBase` to get no-op defaults and implement only what you need.
+    Hooks run in the order the plugins are configured.
+    """
+
+    name: str
+
+    def penalty(self, step: Step) -> torch.Tensor | None:
+        """A term added to the loss (EWC, SI, MAS, LwF); None adds nothing."""
+
+    def after_backward(self, step: Step) -> None:
+        """Gradients are in ``p.grad``; may rewrite them (A-GEM projects)."""
+
+    def after_step(self, step: Step) -> None:
+        """The optimiser moved the parameters (SI accumulates its path integral)."""
+
+    def consolidate(self, model: nn.Module) -> None:
+        """A task boundary in a task-free stream: freeze what matters so far."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class PluginBase:
+    """No-op hooks; a plugin overrides the ones it needs."""
+
+    name = "plugin"
+
+    def penalty(self, step: Step) -> torch.Tensor | None:
+        return None
+
+    def after_backward(self, step: Step) -> None:
+        pass
+
+    def after_step(self, step: Step) -> None:
+        pass
+
+    def consolidate(self, model: nn.Module) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
 class Trainable(Protocol):
     """What a strategy needs from the learner: one gradient step and the step size."""
 
     device: torch.device
     step_size: int
+    model: nn.Module | None
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimiser step on (x, y); returns the detached loss."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, n_new: int | None = None,
+             plugins: "Sequence[Plugin]" = (), memory: Any = None) -> torch.Tensor:
+        """One optimiser step on (x, y) with the plugins' hooks; returns the detached loss."""
 
 
 @runtime_checkable
@@ -57,3 +127,21 @@ class Strategy(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def fit_rows(saved: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``saved`` reshaped to ``like``'s rows: a class head that grew gets zero rows.
+
+    Per-parameter state (EWC's Fisher, SI's anchors, learned LRs) is keyed by parameter
+    *name*: when the head grows, ``model.head`` is a new tensor with more rows, and the
+    rows of classes that did not exist then carry no importance.
+
+    >>> fit_rows(torch.ones(2, 3), torch.zeros(4, 3)).tolist()
+    [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    """
+    if saved.shape == like.shape:
+        return saved
+    out = torch.zeros_like(like)
+    rows = min(saved.shape[0], like.shape[0])
+    out[:rows] = saved[:rows].to(like.device, like.dtype)
+    return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
                                YamlConfigSettingsSource)
@@ -91,9 +91,10 @@ class ModelSettings(_Section):
 
 
 class StrategySettings(_Section):
-    name: Literal["naive", "replay", "continual"] = Field(
+    name: str = Field(
         "replay", description="naive: new events only. replay: reservoir experience replay. "
-        "continual: composed from memory + plugins + meta below.")
+        "continual: composed from memory + plugins + meta below. avalanche:<Name> (Naive, "
+        "Replay, EWC, AGEM, MER, ER_ACE, DER, MIR): an Avalanche strategy per micro-batch.")
     memory: Literal["none", "reservoir", "class_balanced"] = Field(
         "reservoir", description="continual: the replay buffer (on the device).")
     plugins: tuple[Literal["ewc", "si", "mas", "lwf", "agem"], ...] = Field(
@@ -106,6 +107,17 @@ class StrategySettings(_Section):
         True, description="continual: a task boundary when a new label appears.")
     consolidate_on_drift: bool = Field(
         True, description="continual: a task boundary on a drift signal.")
+
+    @field_validator("name")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        # Light import: avalanche itself loads only when the strategy is built.
+        from .strategies.avalanche_backend import PREFIX, SUPPORTED
+        if v in ("naive", "replay", "continual") or (
+                v.startswith(PREFIX) and v[len(PREFIX):] in SUPPORTED):
+            return v
+        raise ValueError(f"unknown strategy {v!r}: choose naive, replay, continual or "
+                         f"avalanche:<Name> with Name in {', '.join(SUPPORTED)}")
 
 
 class EWCSettings(_Section):
@@ -154,6 +166,14 @@ class ReplaySettings(_Section):
     batch_size: int = Field(64, ge=1, description="Replayed events mixed into each step.")
 
 
+class ProbeSettings(_Section):
+    per_class: int = Field(32, ge=0, description="Events held out (never learned) per class "
+                           "and concept period to measure forgetting (0 = off).")
+    max_probes: int = Field(16, ge=0, description="Probe sets kept; the oldest is dropped.")
+    eval_every: int = Field(5_000, ge=1, description="Re-score every probe after this many "
+                            "learned events (one forward pass over all probes).")
+
+
 class CheckpointSettings(_Section):
     dir: Path = Field(Path("checkpoints"), description="Directory for checkpoints.")
     every_events: int = Field(50_000, ge=1, description="Checkpoint after this many events.")
@@ -192,6 +212,7 @@ class Settings(BaseSettings):
     agem: AGEMSettings = AGEMSettings()
     mer: MERSettings = MERSettings()
     lamaml: LaMAMLSettings = LaMAMLSettings()
+    probes: ProbeSettings = ProbeSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()

@@ -50,6 +50,7 @@ class Counters:
     consumed: int = 0
     learned: int = 0
     predicted: int = 0
+    held_out: int = 0      # kept as forgetting probes: consumed, never learned
     rejected: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -58,11 +59,13 @@ class Counters:
 
     def state_dict(self) -> dict[str, Any]:
         return {"consumed": self.consumed, "learned": self.learned,
-                "predicted": self.predicted, "rejected": dict(self.rejected)}
+                "predicted": self.predicted, "held_out": self.held_out,
+                "rejected": dict(self.rejected)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.consumed, self.learned = int(state["consumed"]), int(state["learned"])
         self.predicted = int(state["predicted"])
+        self.held_out = int(state.get("held_out", 0))
         self.rejected = dict(state["rejected"])
 
 
@@ -95,6 +98,7 @@ class Daemon:
         self._rebalanced = False
         self.lag_total = 0
         self._next_housekeeping = 0.0
+        self._skipped_steps = 0
         self.metrics.build_info.info({"version": __version__})
         self.metrics.model_info.info({"strategy": settings.strategy.name,
                                       "device": self.learner.info.device})
@@ -308,6 +312,7 @@ class Daemon:
         self._since_checkpoint += n
         self.metrics.events_consumed.inc(n)
         self.metrics.last_event_ts.set(time.time())
+        self._refresh_gauges()
 
     def _handle(self, results: list[tuple[Any, Result]]) -> None:
         """Account for what the learner finished: metrics, predictions to publish."""
@@ -327,6 +332,18 @@ class Daemon:
         self.counters.learned += n
         self.metrics.events_learned.inc(n)
         self.metrics.update_duration.observe(result.seconds)
+        m = self.metrics
+        if result.held_out:
+            self.counters.held_out += result.held_out
+            m.events_held_out.inc(result.held_out)
+        m.forgetting.set(result.forgetting)
+        m.backward_transfer.set(result.backward_transfer)
+        for slot, acc in enumerate(result.probe_accuracy):
+            if acc == acc:   # NaN until the probe's first evaluation
+                m.probe_accuracy.labels(str(slot)).set(acc)
+        if result.skipped_steps > self._skipped_steps:
+            m.steps_skipped.inc(result.skipped_steps - self._skipped_steps)
+        self._skipped_steps = result.skipped_steps
         ts = ts[~np.isnan(ts)]
         if ts.size:
             self.metrics.event_to_update.observe_many(np.maximum(result.finished_at - ts, 0.0))

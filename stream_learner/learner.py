@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .config import Settings
+from .forgetting import ForgettingProbes
 from .labels import Label, LabelMap
 from .model import MLP, select_device
 from .strategies import Batch, Plugin, Step, Strategy, UpdateStats, make_strategy
@@ -43,6 +44,9 @@ class Learner:
         self.strategy: Strategy = make_strategy(settings, self)
         self.loss_fn = nn.CrossEntropyLoss()
         self.skipped_steps = 0  # non-finite loss or gradient: step not applied
+        pr = settings.probes
+        self.probes = ForgettingProbes(pr.per_class, pr.max_probes, pr.eval_every)
+        self._consolidations = 0
         torch.manual_seed(settings.model.seed)
 
     # -- construction ------------------------------------------------------------
@@ -138,6 +142,23 @@ class Learner:
             return torch.empty(0, dtype=torch.int64, device=x.device), UpdateStats(0.0, 0)
         return torch.cat(preds), UpdateStats.combine(stats)
 
+    def observe(self, x: torch.Tensor, y: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, UpdateStats]:
+        """The daemon's step: hold probe events out, test then train the rest, and
+        re-score the forgetting probes when due.  Returns (learned mask, predictions of
+        the learned events, stats)."""
+        keep = self.probes.holdout(x, y)
+        if not bool(keep.all()):
+            x, y = x[keep], y[keep]
+        pred, stats = self.prequential(x, y)
+        if self.model is not None:
+            done = _consolidation_count(self.strategy)
+            if done != self._consolidations:   # a task boundary: a new probe period
+                self._consolidations = done
+                self.probes.new_period(self.model)
+            self.probes.after_learning(self.model, int(y.shape[0]))
+        return keep, pred, stats
+
     def learn(self, x: np.ndarray, labels: Sequence[Label]) -> UpdateStats:
         return self.learn_tensors(self.to_tensor(x), self.encode_labels(labels))
 
@@ -200,6 +221,8 @@ class Learner:
             "torch_rng": torch.get_rng_state(),
             "seen": self.seen,
             "skipped_steps": self.skipped_steps,
+            "probes": self.probes.state_dict(),
+            "consolidations": self._consolidations,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -218,6 +241,13 @@ class Learner:
         torch.set_rng_state(state["torch_rng"])
         self.seen = int(state.get("seen", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        if "probes" in state:
+            self.probes.load_state_dict(state["probes"], self.device)
+            self._consolidations = int(state["consolidations"])
+
+
+def _consolidation_count(strategy: Any) -> int:
+    return sum(getattr(strategy, "consolidations", {}).values())
 
 
 def _to_cpu(obj: Any) -> Any:

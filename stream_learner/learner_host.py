@@ -14,7 +14,7 @@ drain → flush → checkpoint → commit.
 
 >>> import numpy as np
 >>> from stream_learner.config import Settings
->>> host = InlineLearner(Settings(model={"device": "cpu"}))
+>>> host = InlineLearner(Settings(model={"device": "cpu"}, probes={"per_class": 0}))
 >>> x = np.random.default_rng(0).normal(size=(8, 2)).astype("float32")
 >>> host.submit_learn(x, ["a"] * 4 + ["b"] * 4, ctx="batch-1")
 >>> [(ctx, type(r).__name__, r.y.tolist()) for ctx, r in host.drain()]
@@ -61,6 +61,11 @@ class Learned:
     steps: int
     seconds: float         # time the learner spent on this batch
     finished_at: float     # wall clock (time.time()) when the model had learned it
+    held_out: int = 0      # events kept as forgetting probes (never learned)
+    forgetting: float = 0.0
+    backward_transfer: float = 0.0
+    probe_accuracy: list[float] = field(default_factory=list)
+    skipped_steps: int = 0  # total so far: non-finite steps not applied
 
 
 @dataclass(frozen=True)
@@ -96,9 +101,15 @@ class _Core:
         if kind == "learn":
             t0 = time.perf_counter()
             y = lrn.encode_labels(request[2])
-            pred, stats = lrn.prequential(lrn.to_tensor(request[1]), y)
+            keep, pred, stats = lrn.observe(lrn.to_tensor(request[1]), y)
+            held_out = int(y.shape[0] - int(keep.sum()))
+            if held_out:
+                y = y[keep]
+            probes = lrn.probes
             result: Any = Learned(y.cpu().numpy(), pred.cpu().numpy(), stats.loss, stats.steps,
-                                  time.perf_counter() - t0, time.time())
+                                  time.perf_counter() - t0, time.time(), held_out,
+                                  probes.forgetting, probes.backward_transfer,
+                                  probes.accuracies(), lrn.skipped_steps)
         elif kind == "predict":
             idx, proba = lrn.predict_indices(lrn.to_tensor(request[1]))
             result = Predicted(idx.cpu().numpy(), proba.cpu().numpy())

@@ -113,6 +113,19 @@ class Metrics:
         self.replay_buffer_events = Gauge(p + "replay_buffer_events",
                                           "Events held in the replay buffer.", registry=r)
         self.model_classes = Gauge(p + "model_classes", "Classes the model knows.", registry=r)
+        self.events_held_out = Counter(p + "events_held_out_total",
+                                       "Events kept as forgetting probes, never learned.",
+                                       registry=r)
+        self.forgetting = Gauge(p + "forgetting", "Mean drop from each probe's best accuracy "
+                                "to its accuracy now (0..1).", registry=r)
+        self.backward_transfer = Gauge(p + "backward_transfer", "Mean change of closed "
+                                       "periods' probe accuracy since their period closed.",
+                                       registry=r)
+        self.probe_accuracy = Gauge(p + "probe_accuracy", "Accuracy of each forgetting probe "
+                                    "(slot 0 = oldest; bounded by probes.max_probes).",
+                                    ["probe"], registry=r)
+        self.steps_skipped = Counter(p + "steps_skipped_total", "Gradient steps not applied "
+                                     "because the loss or a gradient was NaN/inf.", registry=r)
         self.checkpoint_last_success = Gauge(p + "checkpoint_last_success_timestamp_seconds",
                                              "When the last checkpoint was written.", registry=r)
         self.checkpoint_duration = Histogram(p + "checkpoint_duration_seconds",

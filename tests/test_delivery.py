@@ -24,6 +24,8 @@ REQUIRED_SERIES = [
     "stream_learner_loss", "stream_learner_replay_buffer_events", "stream_learner_model_classes",
     "stream_learner_checkpoint_last_success_timestamp_seconds",
     "stream_learner_checkpoint_duration_seconds_count",
+    "stream_learner_events_held_out_total", "stream_learner_forgetting",
+    "stream_learner_backward_transfer", "stream_learner_steps_skipped_total",
     'stream_learner_build_info{version="0.1.0"}',
     'stream_learner_model_info{device="cpu",strategy="replay"}',
 ]
@@ -57,7 +59,10 @@ def test_every_event_is_learned_rejected_or_predicted(broker, daemons, tmp_path:
     counters = state["counters"]
     rejected = sum(counters["rejected"].values())
     assert counters["consumed"] == n == checkpoint_offsets_sum(state)
-    assert counters["learned"] + rejected + counters["predicted"] == n
+    assert counters["learned"] + counters["held_out"] + rejected + counters["predicted"] == n
+    # Forgetting probes hold out at most probes.per_class events per class and period.
+    assert 0 < counters["held_out"] <= 2 * 32
+    assert metrics["stream_learner_events_held_out_total"] == counters["held_out"]
     assert counters["rejected"] == dict(report.by_reason)
     assert counters["predicted"] == report.unlabeled
 

@@ -467,7 +467,8 @@ def daemon_throughput(bootstrap: str, topic: str, n: int, strategy: str, batch_s
     consumed = daemon.counters.consumed
     rate = consumed / seconds
     return {"strategy": strategy, "batch_size": batch_size, "events": consumed,
-            "learned": daemon.counters.learned, "rejected": daemon.counters.rejected_total,
+            "learned": daemon.counters.learned, "held_out": daemon.counters.held_out,
+            "rejected": daemon.counters.rejected_total,
             "seconds": seconds, "rate": rate, "ratio_to_raw": rate / raw_rate,
             "join_seconds": run.t_first - run.t_start, "batches": run.batches,
             "mean_batch": consumed / max(run.batches, 1),

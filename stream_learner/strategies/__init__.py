@@ -23,4 +23,7 @@ def make_strategy(settings: Settings, learner: Trainable) -> Strategy:
                       seed=settings.model.seed)
     if name == "continual":
         return Continual(learner, settings)
+    if name.startswith("avalanche:"):
+        from .avalanche_backend import build as build_avalanche
+        return build_avalanche(settings, learner, name.removeprefix("avalanche:"))
     raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")

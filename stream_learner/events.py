@@ -13,7 +13,6 @@ path go through the slow path, whose job is to name the exact rejection reason.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 

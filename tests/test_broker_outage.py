@@ -10,7 +10,7 @@ from pathlib import Path
 from stream_learner.broker import EmbeddedBroker
 from stream_learner.synth import ensure_topics, produce
 
-from conftest import DaemonProcess, http_get, unique, wait_for
+from conftest import DaemonProcess, http_get, unique
 
 
 def test_broker_frozen_then_restarted(daemons, tmp_path: Path) -> None:

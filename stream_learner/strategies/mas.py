@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import PluginBase, Step, fit_rows
-from .ewc import RecentBatches, mean_grad_power
+from .anchored import AnchoredPenalty, mean_grad_power
+from .base import Step  # noqa: F401 - the doctest builds Steps
 
 BATCHES = 8  # recent steps' events the importance is estimated on (as ewc.fisher_batches)
 
@@ -45,53 +45,17 @@ def output_sq_norm(logits: torch.Tensor, _y: torch.Tensor) -> torch.Tensor:
     return torch.norm(logits, p="fro", dim=1).pow(2).mean()
 
 
-class MAS(PluginBase):
+class MAS(AnchoredPenalty):
     name = "mas"
 
     def __init__(self, strength: float, alpha: float, batches: int = BATCHES,
                  device: torch.device | None = None) -> None:
-        self.strength = strength
+        super().__init__(strength, batches, device)
         self.alpha = alpha
-        self.device = device
-        self.recent = RecentBatches(batches, device)
-        self.importance: dict[str, torch.Tensor] = {}
-        self.anchor: dict[str, torch.Tensor] = {}
-
-    def penalty(self, step: Step) -> torch.Tensor | None:
-        if not self.importance or self.strength == 0:
-            return None
-        terms = []
-        for k, p in step.model.named_parameters():
-            if k not in self.importance:
-                continue
-            if self.importance[k].shape != p.shape:   # the head grew: re-fit once
-                self.importance[k] = fit_rows(self.importance[k], p.detach())
-                self.anchor[k] = fit_rows(self.anchor[k], p.detach())
-            terms.append((self.importance[k] * (p - self.anchor[k]).pow(2)).sum())
-        return self.strength * torch.stack(terms).sum() if terms else None
-
-    def after_step(self, step: Step) -> None:
-        self.recent.add(step)
 
     def consolidate(self, model: nn.Module) -> None:
         new = mean_grad_power(model, self.recent.items, output_sq_norm, power=1)
-        for k, p in model.named_parameters():
-            if k in new:
-                old = self.importance.get(k)
-                merged = (new[k] if old is None
-                          else self.alpha * fit_rows(old, p) + (1 - self.alpha) * new[k])
-                self.importance[k] = merged.detach()
-                self.anchor[k] = p.detach().clone()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"importance": {k: v.cpu() for k, v in self.importance.items()},
-                "anchor": {k: v.cpu() for k, v in self.anchor.items()},
-                "recent": self.recent.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.importance = {k: v.to(self.device) for k, v in state["importance"].items()}
-        self.anchor = {k: v.to(self.device) for k, v in state["anchor"].items()}
-        self.recent.load_state_dict(state["recent"])
+        self.anchor_at(model, new, lambda old, fresh: self.alpha * old + (1 - self.alpha) * fresh)
 
 
 def build(settings: Any, learner: Any) -> MAS:

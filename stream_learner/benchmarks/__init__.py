@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("throughput",)
+BENCHMARKS = ("throughput", "continual")
 
 
 def run_benchmark(name: str, out: Path | str | None = None, quick: bool = False,
@@ -18,6 +18,9 @@ def run_benchmark(name: str, out: Path | str | None = None, quick: bool = False,
     if name == "throughput":
         from .throughput import main
         return main(out=Path(out) if out is not None else None, quick=quick, **options)
+    if name == "continual":
+        from .continual import main as continual_main
+        return continual_main(out=Path(out) if out is not None else None, quick=quick, **options)
     raise ValueError(f"unknown benchmark {name!r}; choose one of {list(BENCHMARKS)}")
 
 

@@ -99,6 +99,7 @@ class Daemon:
         self.lag_total = 0
         self._next_housekeeping = 0.0
         self._skipped_steps = 0
+        self.forgetting = 0.0       # last reported by the learner's probes
         self.metrics.build_info.info({"version": __version__})
         self.metrics.model_info.info({"strategy": settings.strategy.name,
                                       "device": self.learner.info.device})
@@ -336,6 +337,7 @@ class Daemon:
         if result.held_out:
             self.counters.held_out += result.held_out
             m.events_held_out.inc(result.held_out)
+        self.forgetting = result.forgetting
         m.forgetting.set(result.forgetting)
         m.backward_transfer.set(result.backward_transfer)
         for slot, acc in enumerate(result.probe_accuracy):

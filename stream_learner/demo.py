@@ -109,10 +109,13 @@ class _View:
         table.add_column()
         table.add_row("events/s", f"{self.rate:,.0f}")
         table.add_row("consumed", f"{c.consumed:,}  (learned {c.learned:,}, "
+                                  f"held out as probes {c.held_out:,}, "
                                   f"predicted {c.predicted:,})")
         table.add_row("prequential accuracy", f"{d.accuracy.accuracy:.3f}  (since start)")
         table.add_row("rolling accuracy", f"{d.accuracy.rolling_accuracy:.3f}  "
                                           f"(last {d.accuracy.window:,} events)")
+        table.add_row("forgetting", f"{d.forgetting:.3f}  (probe "
+                                    "accuracy lost since its best)")
         rejected = ", ".join(f"{k} {v}" for k, v in sorted(c.rejected.items())) or "none"
         table.add_row("rejected → DLQ", f"{c.rejected_total:,}  ({rejected})")
         table.add_row("consumer lag", f"{d.lag_total:,} events")

@@ -303,13 +303,18 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
         ratio = best["rate"] / ref["rate"]
         passed = (best["final_accuracy"] >= ref["final_accuracy"]
                   and best["forgetting"] <= ref["forgetting"] and ratio >= BAR_RATE_RATIO)
+        # Not the bar, context for it: native configs meeting all three conditions.
+        qualifying = [r["config"] for r in ours
+                      if r["final_accuracy"] >= ref["final_accuracy"]
+                      and r["forgetting"] <= ref["forgetting"]
+                      and r["rate"] >= BAR_RATE_RATIO * ref["rate"]]
         out.append({
             "name": f"{s['name']}: our best ({best['config']}) acc >= Avalanche's best "
                     f"({ref['config']}), forgetting <=, at >= {BAR_RATE_RATIO:g}x events/s",
             "stream": s["name"], "ours": best["config"], "avalanche": ref["config"],
             "accuracy": [best["final_accuracy"], ref["final_accuracy"]],
             "forgetting": [best["forgetting"], ref["forgetting"]],
-            "rate_ratio": ratio, "passed": passed})
+            "rate_ratio": ratio, "passed": passed, "qualifying_native": qualifying})
     perm = {r["config"]: r for r in runs if r["stream"] == "permuted-digits"}
     if "replay" in perm and ("mer" in perm or "lamaml" in perm):
         meta = max((perm[c] for c in ("mer", "lamaml") if c in perm),
@@ -370,6 +375,11 @@ def print_report(results: dict[str, Any], out: Path) -> None:
                   "-" if bar["rate_ratio"] is None else f"{bar['rate_ratio']:.1f}x",
                   "[green]PASS[/]" if bar["passed"] else "[red]FAIL[/]")
     console.print(b)
+    console.print("'our best' = the native configuration with the highest final accuracy. "
+                  "Native configurations that would meet all three conditions against the "
+                  "same Avalanche reference: " + "; ".join(
+                      f"{bar['stream']}: {', '.join(bar['qualifying_native']) or 'none'}"
+                      for bar in results["bars"] if "qualifying_native" in bar))
     console.print(f"wrote {out} ({results['wall_seconds']:.0f}s in all)")
 
 

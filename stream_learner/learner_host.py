@@ -238,7 +238,7 @@ def _worker_main(conn: Connection, settings: Settings) -> None:
         while True:
             try:
                 request = conn.recv()
-            except EOFError:     # the daemon died: nothing left to serve
+            except (EOFError, OSError):   # the daemon died (EOF or reset): nothing to serve
                 return
             if request[0] == "stop":
                 return
@@ -247,7 +247,7 @@ def _worker_main(conn: Connection, settings: Settings) -> None:
             except Exception as exc:  # noqa: BLE001 - reported to the daemon, which stops
                 conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
                 return
-    except (BrokenPipeError, EOFError, KeyboardInterrupt):
+    except (OSError, EOFError, KeyboardInterrupt):   # the daemon went away mid-reply
         return
 
 

@@ -65,7 +65,9 @@ def test_kill9_at_random_points_loses_nothing(broker, daemons, tmp_path: Path) -
         daemons.append(final)
         resumed_from = (latest_checkpoint(ckpt)["counters"]["consumed"]
                         if CheckpointStore(ckpt).paths() else 0)
-        # The restarted daemon only needs the events after its checkpoint.
+        # The restarted daemon only needs the events after its checkpoint (often none: the
+        # last round may have checkpointed everything), so also wait until it consumes.
+        wait_for(lambda: final.metric("stream_learner_ready") == 1, 60, "final daemon consuming")
         final.wait_consumed(n - resumed_from, timeout=120)
         assert final.terminate() == 0
     finally:

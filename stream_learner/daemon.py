@@ -323,7 +323,7 @@ class Daemon:
             elif isinstance(result, Predicted):
                 self._publish_predictions(result, *ctx)
         if results:
-            self._refresh_gauges(consumer=False)
+            self._refresh_gauges()
 
     def _learned(self, result: Learned, ts: np.ndarray) -> None:
         n = int(result.y.shape[0])
@@ -412,13 +412,13 @@ class Daemon:
                 self.consumer.seek_to_end(tp)
             del self.offsets[tp]
 
-    def _refresh_gauges(self, consumer: bool = True) -> None:
+    def _refresh_gauges(self) -> None:
         m = self.metrics
         m.prequential_accuracy.set(self.accuracy.accuracy)
         m.rolling_accuracy.set(self.accuracy.rolling_accuracy)
         m.model_classes.set(len(self.learner.info.labels))
         m.replay_buffer_events.set(self.learner.info.buffer_events)
-        if consumer and self.consumer is not None:
+        if self.consumer is not None:
             lag = 0
             for tp in self.consumer.assignment():
                 high = self.consumer.highwater(tp)

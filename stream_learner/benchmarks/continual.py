@@ -38,10 +38,6 @@ or ``STREAM_LEARNER_BENCH_CONFIGS=naive,replay,ewc``.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,8 +45,9 @@ from typing import Any
 
 import numpy as np
 
+from .common import apply_options, machine_info, progress, write_and_report
+
 DEFAULT_OUT = Path("bench-results/continual.json")
-ENV_PREFIX = "STREAM_LEARNER_BENCH_"
 
 NATIVE = ("naive", "replay", "ewc", "si", "mas", "lwf", "agem", "mer", "lamaml")
 AVALANCHE = ("avalanche:Naive", "avalanche:Replay", "avalanche:EWC", "avalanche:AGEM",
@@ -102,23 +99,7 @@ class ContinualConfig:
     @classmethod
     def build(cls, quick: bool, **overrides: Any) -> "ContinualConfig":
         cfg = cls(tasks=5, sea_tasks=4, sea_events=1000) if quick else cls()
-        for name in cls.__dataclass_fields__:
-            env = os.environ.get(ENV_PREFIX + name.upper())
-            if env is not None and name not in overrides:
-                overrides[name] = env
-        for name, value in overrides.items():
-            if name not in cls.__dataclass_fields__:
-                raise TypeError(f"unknown continual benchmark option {name!r}")
-            current = getattr(cfg, name)
-            if isinstance(current, tuple):
-                parts = value.split(",") if isinstance(value, str) else value
-                parts = [str(v).strip() for v in parts if str(v).strip()]
-                value = tuple(int(v) for v in parts) if name == "hidden" else tuple(parts)
-            elif isinstance(current, int):
-                value = int(float(value)) if isinstance(value, str) else int(value)
-            elif isinstance(current, float):
-                value = float(value)
-            setattr(cfg, name, value)
+        apply_options(cfg, overrides, "continual", str_tuples=("streams", "configs"))
         unknown = [s for s in cfg.streams if s not in ALL_STREAMS]
         if unknown:
             raise ValueError(f"unknown streams {unknown}; choose from {list(ALL_STREAMS)}")
@@ -130,10 +111,6 @@ class ContinualConfig:
         if min(cfg.tasks, cfg.split_tasks, cfg.sea_tasks, cfg.micro_batch, cfg.capacity) < 1:
             raise ValueError("benchmark sizes must be positive")
         return cfg
-
-
-def _progress(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- streams
@@ -246,17 +223,6 @@ def run_config(config: str, stream: Any, cfg: ContinualConfig) -> dict[str, Any]
 
 # ----------------------------------------------------------------------------- run
 
-def machine_info() -> dict[str, Any]:
-    import torch
-
-    from .throughput import _cpu_model
-
-    return {"cpu_count": os.cpu_count(), "cpu_model": _cpu_model(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "numpy": np.__version__}
-
-
 def run(cfg: ContinualConfig) -> dict[str, Any]:
     import torch
 
@@ -264,7 +230,7 @@ def run(cfg: ContinualConfig) -> dict[str, Any]:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     if any(c.startswith("avalanche:") for c in cfg.configs):
-        _progress("importing avalanche (untimed)")
+        progress("importing avalanche (untimed)")
         import avalanche.training  # noqa: F401
     results: dict[str, Any] = {"benchmark": "continual", "config": asdict(cfg),
                                "machine": machine_info(), "streams": [], "runs": []}
@@ -282,7 +248,7 @@ def run(cfg: ContinualConfig) -> dict[str, Any]:
         for config in cfg.configs:
             row = run_config(config, stream, cfg)
             results["runs"].append(row)
-            _progress(f"{stream.name} {config}: acc {row['final_accuracy']:.4f} "
+            progress(f"{stream.name} {config}: acc {row['final_accuracy']:.4f} "
                       f"forgetting {row['forgetting']:.4f} {row['rate']:,.0f} ev/s")
     results["bars"] = bars(results)
     results["wall_seconds"] = time.perf_counter() - t_start
@@ -384,11 +350,5 @@ def print_report(results: dict[str, Any], out: Path) -> None:
 
 
 def main(out: Path | None = None, quick: bool = False, **options: Any) -> int:
-    cfg = ContinualConfig.build(quick, **options)
-    out = out or DEFAULT_OUT
-    results = run(cfg)
-    results["config"]["quick"] = quick
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print_report(results, out)
-    return 0
+    return write_and_report(run(ContinualConfig.build(quick, **options)), out or DEFAULT_OUT,
+                            quick, print_report)

@@ -35,10 +35,8 @@ on a shared 2-core machine that is what makes two runs differ.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -56,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from .common import apply_options, machine_info, progress, write_and_report
+
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("bench-results/throughput.json")
@@ -68,7 +68,6 @@ BAR_E2E_RATE = 50_000.0
 BAR_E2E_VS_RAW = 0.6
 BAR_P99_SECONDS = 0.5
 
-ENV_PREFIX = "STREAM_LEARNER_BENCH_"
 
 
 @dataclass
@@ -92,22 +91,7 @@ class BenchConfig:
     def build(cls, quick: bool, **overrides: Any) -> "BenchConfig":
         cfg = cls(n=30_000, arf_events=20_000, accuracy_events=10_000,
                   latency_events=30_000) if quick else cls()
-        for name in cls.__dataclass_fields__:
-            env = os.environ.get(ENV_PREFIX + name.upper())
-            if env is not None and name not in overrides:
-                overrides[name] = env
-        for name, value in overrides.items():
-            if name not in cls.__dataclass_fields__:
-                raise TypeError(f"unknown throughput benchmark option {name!r}")
-            current = getattr(cfg, name)
-            if isinstance(current, tuple):
-                parts = value.split(",") if isinstance(value, str) else value
-                value = tuple(int(v) for v in parts if str(v).strip())
-            elif isinstance(current, int):
-                value = int(float(value)) if isinstance(value, str) else int(value)
-            elif isinstance(current, float):
-                value = float(value)
-            setattr(cfg, name, value)
+        apply_options(cfg, overrides, "throughput")
         cfg.arf_events = min(cfg.arf_events, cfg.n)
         if cfg.n < 1 or cfg.arf_events < 1 or cfg.accuracy_events < 1 or cfg.latency_events < 1:
             raise ValueError("benchmark sizes must be positive")
@@ -160,52 +144,6 @@ class CpuMeter:
             out["background_cpus"] = max(busy - (own1 - own0), 0.0) / wall
             out["steal_cpus"] = (mach1[1] - mach0[1]) / wall
         return out
-
-
-def _progress(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------- machine
-
-def machine_info() -> dict[str, Any]:
-    import kafka
-    import river
-    import torch
-
-    from ..model import select_device
-
-    device = select_device("auto")
-    info: dict[str, Any] = {
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": _cpu_model(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "cuda_device": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-        "numpy": np.__version__,
-        "river": river.__version__,
-        "kafka_python": kafka.__version__,
-    }
-    try:
-        import crc32c  # noqa: F401
-        info["crc32c"] = True
-    except ImportError:
-        info["crc32c"] = False
-    return info
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 # ----------------------------------------------------------------------------- produce
@@ -648,7 +586,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
                                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "config": asdict(cfg), "machine": machine_info()}
     wall0 = time.perf_counter()
-    _progress(f"building {cfg.n} {cfg.stream} events (seed {cfg.seed})")
+    progress(f"building {cfg.n} {cfg.stream} events (seed {cfg.seed})")
     X, y = take(cfg.stream, cfg.n, seed=cfg.seed)
     values = build_values(X, y)
     results["config"]["event_bytes_mean"] = float(np.mean([len(v) for v in values]))
@@ -666,7 +604,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
         for strategy in ("naive", "replay"):
             learner_core(X[:w], y[:w], strategy, cfg.batch_sizes[0])
         results["warmup_seconds"] = time.perf_counter() - t0
-        _progress(f"warm-up on {w} events took {results['warmup_seconds']:.1f}s")
+        progress(f"warm-up on {w} events took {results['warmup_seconds']:.1f}s")
 
     meter = CpuMeter()
     run_mark = meter.snapshot()
@@ -676,32 +614,32 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
         bs = broker.bootstrap_servers
         topic = f"bench-{cfg.stream}"
         ensure_topics(bs, {topic: cfg.partitions})
-        _progress(f"broker on {bs}; producing to {topic} ({cfg.partitions} partitions, "
+        progress(f"broker on {bs}; producing to {topic} ({cfg.partitions} partitions, "
                   f"{cfg.producers} producer processes)")
         results["produce"] = produce_values(bs, topic, values, cfg.partitions, cfg.producers)
         del values
         # Informational only: Tansu's ListOffsets(latest) can trail the records it holds
         # (seen: 1240 for 1250 records); the acks above and the raw consume count are checks.
         results["produce"]["broker_end_offsets_sum"] = end_offsets(bs, topic)
-        _progress(f"produced {cfg.n} at {results['produce']['rate']:,.0f}/s")
+        progress(f"produced {cfg.n} at {results['produce']['rate']:,.0f}/s")
 
         raw = raw_consume(bs, topic, cfg.n, timeout_s=max(120.0, cfg.n / 2_000), meter=meter)
         results["raw_consume"] = raw
-        _progress(f"raw consume {raw['rate']:,.0f}/s")
+        progress(f"raw consume {raw['rate']:,.0f}/s")
 
         runs = [("naive", cfg.batch_sizes[0])] + [("replay", b) for b in cfg.batch_sizes]
         results["daemon"] = []
         for strategy, batch in runs:
             row = daemon_throughput(bs, topic, cfg.n, strategy, batch, raw["rate"], meter)
             results["daemon"].append(row)
-            _progress(f"daemon {strategy}/{batch}: {row['rate']:,.0f}/s "
+            progress(f"daemon {strategy}/{batch}: {row['rate']:,.0f}/s "
                       f"({row['ratio_to_raw']:.2f}x raw), accuracy {row['accuracy']:.4f}")
 
-        _progress(f"latency: {cfg.latency_events} events offered at {cfg.latency_rate:,.0f}/s")
+        progress(f"latency: {cfg.latency_events} events offered at {cfg.latency_rate:,.0f}/s")
         results["latency"] = latency_run(bs, cfg.latency_events, cfg.latency_rate,
                                          cfg.stream, cfg.seed, meter)
         lat = results["latency"]
-        _progress(f"latency p99 {lat['p99_seconds']:.3f}s (bucket <= {lat['p99_bucket_seconds']}s)")
+        progress(f"latency p99 {lat['p99_seconds']:.3f}s (bucket <= {lat['p99_bucket_seconds']}s)")
 
     # Learner core, no Kafka: same events, same batches.
     results["learner_core"] = []
@@ -716,7 +654,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
         results["learner_core"].append(row)
         if strategy == "replay":
             replay_hits = hits
-        _progress(f"learner core {strategy}: {row['rate']:,.0f}/s, accuracy {row['accuracy']:.4f}")
+        progress(f"learner core {strategy}: {row['rate']:,.0f}/s, accuracy {row['accuracy']:.4f}")
     assert replay_hits is not None
 
     # river baselines + the accuracy comparison on the same first K events.
@@ -726,10 +664,10 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
     arf_name, lr_name = list(RIVER_MODELS)
     row, arf_hits = river_run(arf_name, _arf, cfg.stream, X[:k], y[:k], names, meter)
     results["river"].append(row)
-    _progress(f"ARF on {k}: {row['rate']:,.0f}/s, accuracy {row['accuracy']:.4f}")
+    progress(f"ARF on {k}: {row['rate']:,.0f}/s, accuracy {row['accuracy']:.4f}")
     row, lr_hits = river_run(lr_name, _logreg, cfg.stream, X, y, names, meter)
     results["river"].append(row)
-    _progress(f"LogReg on {cfg.n}: {row['rate']:,.0f}/s, accuracy {row['accuracy']:.4f}")
+    progress(f"LogReg on {cfg.n}: {row['rate']:,.0f}/s, accuracy {row['accuracy']:.4f}")
     comparison.append({"stream": cfg.stream, "events": k,
                        "replay_accuracy": float(replay_hits[:k].mean()),
                        "arf_accuracy": float(arf_hits.mean()),
@@ -737,7 +675,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
 
     for stream in ("hyperplane", "agrawal"):
         kk = cfg.accuracy_events
-        _progress(f"{stream}: generating {kk} events")
+        progress(f"{stream}: generating {kk} events")
         Xs, ys = take(stream, kk, seed=cfg.seed)
         core, _ = learner_core(Xs, ys, "replay", cfg.batch_sizes[0])
         fnames = feature_names(stream)
@@ -749,7 +687,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
                            "replay_rate": core["rate"],
                            "arf_accuracy": float(arf_h.mean()),
                            "logreg_accuracy": float(lr_h.mean())})
-        _progress(f"{stream}: replay {core['accuracy']:.4f} vs ARF {arf_h.mean():.4f}")
+        progress(f"{stream}: replay {core['accuracy']:.4f} vs ARF {arf_h.mean():.4f}")
     results["accuracy_comparison"] = comparison
     results["bars"] = bars(results)
     results["cpu"] = meter.since(run_mark)
@@ -885,11 +823,5 @@ def print_report(results: dict[str, Any], out: Path) -> None:
 
 
 def main(out: Path | None = None, quick: bool = False, **options: Any) -> int:
-    cfg = BenchConfig.build(quick, **options)
-    out = out or DEFAULT_OUT
-    results = run(cfg)
-    results["config"]["quick"] = quick
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print_report(results, out)
-    return 0
+    return write_and_report(run(BenchConfig.build(quick, **options)), out or DEFAULT_OUT,
+                            quick, print_report)

@@ -11,6 +11,8 @@ torch.Size([4, 3])
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -36,6 +38,17 @@ class Standardizer(nn.Module):
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("mean", torch.zeros(n_features, dtype=torch.float64))
         self.register_buffer("m2", torch.zeros(n_features, dtype=torch.float64))
+        # (shift, scale) in the input dtype, derived from the buffers; recomputing them on
+        # every forward was ~8 small ops per forward, and MER runs several per chunk.
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._cache = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "Standardizer":
+        self._cache = None        # .to(device) / .double(): buffers were replaced
+        return super()._apply(fn, recurse)
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
@@ -50,11 +63,16 @@ class Standardizer(nn.Module):
         self.mean += delta * (n / total)
         self.m2 += batch_m2 + delta ** 2 * (self.count * n / total)
         self.count.copy_(total)
+        self._cache = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var = self.m2 / self.count.clamp(min=1.0)
-        std = var.clamp(min=1e-12).sqrt().clamp(min=1e-6)
-        return (x - self.mean.to(x.dtype)) / std.to(x.dtype)
+        cache = self._cache
+        if cache is None or cache[0].dtype != x.dtype:
+            with torch.no_grad():
+                var = self.m2 / self.count.clamp(min=1.0)
+                std = var.clamp(min=1e-12).sqrt().clamp(min=1e-6)
+                cache = self._cache = (self.mean.to(x.dtype), std.to(x.dtype))
+        return (x - cache[0]) / cache[1]
 
 
 class MLP(nn.Module):

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _learner(strategy: str = "naive", **probes) -> Learner:
-    return Learner(Settings(strategy={"name": strategy, "memory": "none"},
+    return Learner(Settings(strategy={"name": strategy, "memory": "none", "plugins": (),
+                                      "meta": "none"},
                             model={"device": "cpu", "hidden": (16,), "warmup_events": 0},
                             probes={"per_class": 20, "max_probes": 8, "eval_every": 500,
                                     **probes}))

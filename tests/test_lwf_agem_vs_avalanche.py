@@ -254,7 +254,8 @@ def _two_tasks(plugins: tuple[str, ...], memory: str, seed: int = 0) -> tuple[fl
     A-GEM protect; class-incremental argmax over all four is ~0 for every variant)
     after A, then after B.
     """
-    settings = Settings(strategy={"name": "continual", "memory": memory, "plugins": plugins},
+    settings = Settings(strategy={"name": "continual", "memory": memory, "plugins": plugins,
+                                  "meta": "none"},
                         model={"device": "cpu", "hidden": (32, 32), "step_size": 64,
                                "seed": seed, "warmup_events": 0},
                         replay={"capacity": 500, "batch_size": 1})

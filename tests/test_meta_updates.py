@@ -168,7 +168,8 @@ def naive_result() -> tuple[float, float]:
 @pytest.mark.parametrize("meta", ["mer", "lamaml"])
 def test_meta_update_retains_the_old_task(meta, naive_result):
     naive_a, naive_b = naive_result
-    after_a, after_b, lrn = _run({"name": "continual", "meta": meta, "memory": "reservoir"})
+    after_a, after_b, lrn = _run({"name": "continual", "plugins": (), "meta": meta,
+                                  "memory": "reservoir"})
     print(f"{meta}: task A acc {after_a:.3f} -> {after_b:.3f} after task B; "
           f"naive {naive_a:.3f} -> {naive_b:.3f}")
     assert naive_a > 0.9 and naive_b < 0.2            # the stream does cause forgetting
@@ -182,8 +183,8 @@ def test_meta_update_retains_the_old_task(meta, naive_result):
 def test_meta_update_is_deterministic(meta):
     runs = []
     for _ in range(2):
-        _, acc, lrn = _run({"name": "continual", "meta": meta, "memory": "class_balanced"},
-                           n=300)
+        _, acc, lrn = _run({"name": "continual", "plugins": (), "meta": meta,
+                            "memory": "class_balanced"}, n=300)
         runs.append((acc, [p.detach().clone() for p in lrn.model.parameters()],
                      lrn.strategy.state_dict()))
     (acc1, p1, s1), (acc2, p2, s2) = runs
@@ -195,7 +196,7 @@ def test_meta_update_is_deterministic(meta):
 
 
 def test_lamaml_learning_rates_stay_finite_move_and_follow_the_head():
-    lrn = Learner(_settings({"name": "continual", "meta": "lamaml"},
+    lrn = Learner(_settings({"name": "continual", "plugins": (), "meta": "lamaml"},
                             lamaml={"alpha_init": 0.1}))
     rng = np.random.default_rng(1)
     w = rng.normal(size=(6, 12))
@@ -220,14 +221,15 @@ def test_lamaml_learning_rates_stay_finite_move_and_follow_the_head():
 
 
 def test_mer_inner_steps_skip_non_finite_and_keep_weights():
-    lrn = Learner(_settings({"name": "continual", "meta": "mer"}))
+    lrn = Learner(_settings({"name": "continual", "plugins": (), "meta": "mer"}))
     (xa, ya), _, _ = _two_tasks(n=200)
     lrn.learn(xa[:100], ya[:100])
     before = [p.detach().clone() for p in lrn.model.parameters()]
     real = lrn.loss_fn
     lrn.loss_fn = lambda logits, y: real(logits, y) * float("inf")
     lrn.learn(xa[100:], ya[100:])
-    # 4 chunks of 32/32/32/4 events, 5 inner batches each: every mini-batch skipped.
+    # 4 chunks of 32/32/32/4 events, inner_steps inner batches of 4 mini-batches each:
+    # every mini-batch skipped.
     settings = lrn.settings.mer
     assert lrn.skipped_steps == 4 * settings.inner_steps * 4
     assert all(torch.equal(a, p) for a, p in zip(before, lrn.model.parameters()))

@@ -9,9 +9,12 @@ order, task after task, in micro-batches of ``micro_batch`` events fed through
 
 Every configuration -- native ``naive``, ``replay``, ``continual`` with one plugin
 (ewc / si / mas / lwf / agem) over a reservoir memory, ``continual`` with meta ``mer`` /
-``lamaml``, and Avalanche's own strategies through ``strategy.name="avalanche:<Name>"``
--- runs on the same data, with the same model, memory budget (``replay.capacity``) and
-replay batch, in the same process.  After each task ends the model is scored on every
+``lamaml``, ``continual`` with its defaults (:data:`RECOMMENDED`, the forgetting-aware
+default the bars judge), any ``+``-joined composition (``"balanced+mer+lwf"``, see
+:func:`parse_composite`), and Avalanche's own strategies through
+``strategy.name="avalanche:<Name>"`` -- runs on the same data, with the same model (the
+daemon's default MLP and learning rate), memory budget (``replay.capacity``) and replay
+batch, in the same process.  After each task ends the model is scored on every
 task's test set: ``R[i][j]`` = accuracy on task j after learning task i.  Reported:
 
 * final average accuracy: mean of ``R[T-1][j]`` over all tasks j;
@@ -45,11 +48,16 @@ from typing import Any
 
 import numpy as np
 
+from ..config import ModelSettings
+from ..strategies.continual import META_NAMES, PLUGIN_NAMES
 from .common import apply_options, machine_info, progress, write_and_report
 
 DEFAULT_OUT = Path("bench-results/continual.json")
 
-NATIVE = ("naive", "replay", "ewc", "si", "mas", "lwf", "agem", "mer", "lamaml")
+RECOMMENDED = "continual"
+"""The default forgetting-aware configuration (``strategy.name: continual`` with its
+defaults: reservoir memory, LwF, a one-step MER); the bars judge this one."""
+NATIVE = ("naive", "replay", "ewc", "si", "mas", "lwf", "agem", "mer", "lamaml", RECOMMENDED)
 AVALANCHE = ("avalanche:Naive", "avalanche:Replay", "avalanche:EWC", "avalanche:AGEM",
              "avalanche:ER_ACE", "avalanche:DER")
 ALL_STREAMS = ("permuted", "rotated", "split", "sea")
@@ -87,8 +95,8 @@ class ContinualConfig:
     sea_events: int = 2000             # training events per SEA segment
     micro_batch: int = 64              # events per prequential call
     step_size: int = 32                # new events per gradient step
-    hidden: tuple[int, ...] = (256, 256)
-    lr: float = 1e-3
+    hidden: tuple[int, ...] = ModelSettings.model_fields["hidden"].default   # the daemon's
+    lr: float = ModelSettings.model_fields["lr"].default
     capacity: int = 500                # replay.capacity for every memory-based config
     replay_batch: int = 32             # replay.batch_size
     test_fraction: float = 0.3
@@ -104,10 +112,12 @@ class ContinualConfig:
         if unknown:
             raise ValueError(f"unknown streams {unknown}; choose from {list(ALL_STREAMS)}")
         from ..strategies.avalanche_backend import PREFIX, SUPPORTED
-        bad = [c for c in cfg.configs if c not in NATIVE and not (
-            c.startswith(PREFIX) and c[len(PREFIX):] in SUPPORTED)]
+        bad = [c for c in cfg.configs if c.startswith(PREFIX) and c[len(PREFIX):] not in SUPPORTED]
         if bad:
             raise ValueError(f"unknown configurations {bad}")
+        for c in cfg.configs:
+            if c not in ("naive", "replay", RECOMMENDED) and not c.startswith(PREFIX):
+                parse_composite(c)
         if min(cfg.tasks, cfg.split_tasks, cfg.sea_tasks, cfg.micro_batch, cfg.capacity) < 1:
             raise ValueError("benchmark sizes must be positive")
         return cfg
@@ -140,12 +150,18 @@ def config_settings(config: str, stream: Any, cfg: ContinualConfig) -> dict[str,
         boundary = {"consolidate_every_events": 0, "consolidate_on_new_class": True}
     else:
         boundary = {"consolidate_every_events": task_len, "consolidate_on_new_class": False}
-    if config in ("naive", "replay") or config.startswith("avalanche:"):
-        strategy: dict[str, Any] = {"name": config}
-    elif config in ("mer", "lamaml"):
-        strategy = {"name": "continual", "memory": "reservoir", "meta": config, **boundary}
+    parts = () if config in ("naive", "replay", RECOMMENDED) or \
+        config.startswith("avalanche:") else parse_composite(config)
+    if config == RECOMMENDED:       # memory, plugins, meta and their sections: defaults
+        strategy: dict[str, Any] = {"name": config, **boundary}
+    elif not parts:
+        strategy = {"name": config}
     else:
-        strategy = {"name": "continual", "memory": "reservoir", "plugins": (config,), **boundary}
+        metas = [p for p in parts if p in META_NAMES]
+        strategy = {"name": "continual",
+                    "memory": "class_balanced" if "balanced" in parts else "reservoir",
+                    "plugins": tuple(p for p in parts if p in PLUGIN_NAMES),
+                    "meta": metas[0] if metas else "none", **boundary}
     strategy["consolidate_on_drift"] = False
     sections: dict[str, Any] = {
         "model": {"device": cfg.device, "warmup_events": 0, "hidden": tuple(cfg.hidden),
@@ -155,9 +171,26 @@ def config_settings(config: str, stream: Any, cfg: ContinualConfig) -> dict[str,
         "replay": {"capacity": cfg.capacity, "batch_size": cfg.replay_batch},
         "probes": {"per_class": 0},
     }
-    for section, values in PLUGIN_SETTINGS.get(config, {}).items():
-        sections[section] = dict(values)
+    for part in parts or (config,):
+        for section, values in PLUGIN_SETTINGS.get(part, {}).items():
+            sections[section] = dict(values)
     return sections
+
+
+def parse_composite(config: str) -> tuple[str, ...]:
+    """``"lwf+ewc"`` -> ``("lwf", "ewc")``: plugins in hook order, at most one meta-update,
+    and ``balanced`` for the class-balanced memory (reservoir otherwise).
+
+    >>> parse_composite("balanced+mer+lwf")
+    ('balanced', 'mer', 'lwf')
+    """
+    parts = tuple(p.strip() for p in config.split("+"))
+    known = set(PLUGIN_NAMES) | set(META_NAMES) | {"balanced"}
+    if not parts or any(p not in known for p in parts) or \
+            sum(p in META_NAMES for p in parts) > 1 or len(set(parts)) != len(parts):
+        raise ValueError(f"unknown configuration {config!r}: join plugins {PLUGIN_NAMES}, "
+                         f"at most one of {META_NAMES} and 'balanced' with '+'")
+    return parts
 
 
 # ----------------------------------------------------------------------------- one run
@@ -264,7 +297,11 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
         theirs = [r for r in rows if r["config"].startswith("avalanche:")]
         if not ours or not theirs:
             continue
-        best = max(ours, key=lambda r: (r["final_accuracy"], -r["forgetting"]))
+        # "Our best" is the one configuration we recommend on every stream, not the
+        # per-stream winner picked after the fact (that one is in qualifying_native).
+        named = [r for r in ours if r["config"] == RECOMMENDED]
+        best = named[0] if named else max(
+            ours, key=lambda r: (r["final_accuracy"], -r["forgetting"]))
         ref = max(theirs, key=lambda r: (r["final_accuracy"], -r["forgetting"]))
         ratio = best["rate"] / ref["rate"]
         passed = (best["final_accuracy"] >= ref["final_accuracy"]
@@ -341,9 +378,10 @@ def print_report(results: dict[str, Any], out: Path) -> None:
                   "-" if bar["rate_ratio"] is None else f"{bar['rate_ratio']:.1f}x",
                   "[green]PASS[/]" if bar["passed"] else "[red]FAIL[/]")
     console.print(b)
-    console.print("'our best' = the native configuration with the highest final accuracy. "
-                  "Native configurations that would meet all three conditions against the "
-                  "same Avalanche reference: " + "; ".join(
+    console.print(f"'our best' = {RECOMMENDED!r}, the default forgetting-aware "
+                  "configuration, on every stream (the most accurate native one when it is "
+                  "not run). Native configurations that meet all three conditions against "
+                  "the same Avalanche reference: " + "; ".join(
                       f"{bar['stream']}: {', '.join(bar['qualifying_native']) or 'none'}"
                       for bar in results["bars"] if "qualifying_native" in bar))
     console.print(f"wrote {out} ({results['wall_seconds']:.0f}s in all)")

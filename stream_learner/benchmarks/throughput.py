@@ -67,6 +67,8 @@ SEED = 42
 BAR_E2E_RATE = 50_000.0
 BAR_E2E_VS_RAW = 0.6
 BAR_P99_SECONDS = 0.5
+BAR_CONTINUAL_VS_REPLAY = 0.5      # daemon with the default forgetting-aware config
+CONTINUAL = "continual"            # strategy.name with its defaults (LwF + one-step MER)
 
 
 
@@ -627,7 +629,8 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
         results["raw_consume"] = raw
         progress(f"raw consume {raw['rate']:,.0f}/s")
 
-        runs = [("naive", cfg.batch_sizes[0])] + [("replay", b) for b in cfg.batch_sizes]
+        runs = [("naive", cfg.batch_sizes[0])] + [("replay", b) for b in cfg.batch_sizes] \
+            + [(CONTINUAL, cfg.batch_sizes[0])]
         results["daemon"] = []
         for strategy, batch in runs:
             row = daemon_throughput(bs, topic, cfg.n, strategy, batch, raw["rate"], meter)
@@ -644,7 +647,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
     # Learner core, no Kafka: same events, same batches.
     results["learner_core"] = []
     replay_hits: np.ndarray | None = None
-    for strategy in ("naive", "replay"):
+    for strategy in ("naive", "replay", CONTINUAL):
         mark = meter.snapshot()
         row, hits = learner_core(X, y, strategy, cfg.batch_sizes[0])
         row["cpu"] = meter.since(mark)
@@ -702,6 +705,13 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
     sea = results["accuracy_comparison"][0]
     lat = results["latency"]
     p99 = lat["p99_seconds"] if lat["p99_seconds"] is not None else lat["p99_bucket_seconds"]
+    cont = next((r for r in results["daemon"] if r["strategy"] == CONTINUAL
+                 and r["batch_size"] == e2e["batch_size"]), None)
+    extra = [] if cont is None else [
+        {"name": f"end-to-end {CONTINUAL} (default forgetting-aware) >= "
+                 f"{BAR_CONTINUAL_VS_REPLAY}x end-to-end replay",
+         "value": cont["rate"] / e2e["rate"], "threshold": BAR_CONTINUAL_VS_REPLAY,
+         "unit": "x", "passed": cont["rate"] >= BAR_CONTINUAL_VS_REPLAY * e2e["rate"]}]
     return [
         {"name": f"end-to-end replay (batch {e2e['batch_size']}) >= {BAR_E2E_RATE:,.0f} events/s",
          "value": e2e["rate"], "threshold": BAR_E2E_RATE, "unit": "events/s",
@@ -716,7 +726,7 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
                  f"{lat['offered_rate']:,.0f} events/s offered",
          "value": p99, "threshold": BAR_P99_SECONDS, "unit": "s",
          "passed": p99 < BAR_P99_SECONDS},
-    ]
+    ] + extra
 
 
 # ----------------------------------------------------------------------------- output

@@ -23,8 +23,11 @@ Where a plugin's per-experience state would then grow without bound, the shim bo
 * ``Replay``: ``ReplayPlugin`` with a ``ReservoirSamplingBuffer(replay.capacity)`` (the
   default experience-balanced buffer would split memory over every micro-batch) and
   ``batch_size_mem = replay.batch_size``;
-* ``EWC``: ``mode="online"`` with ``decay_factor = ewc.decay``, ``ewc_lambda =
-  ewc.strength`` (``separate`` keeps one penalty per micro-batch, unbounded);
+* ``EWC``: ``EWCPlugin`` with ``mode="online"``, ``decay_factor = ewc.decay``,
+  ``ewc_lambda = ewc.strength`` (``separate`` keeps one penalty per micro-batch,
+  unbounded), whose importances leave out mini-batches with non-finite gradients (as
+  the native ``ewc`` does; one poisoned micro-batch would otherwise make the online
+  importances, hence every later loss, NaN for good);
 * ``AGEM``: ``AGEMPlugin`` whose episodic memory is one reservoir of ``replay.capacity``
   events instead of one list entry per experience; ``sample_size = agem.sample_size``;
 * ``MER`` (``mer.inner_steps/beta/gamma``), ``ER_ACE``, ``DER`` (alpha 0.1, beta 0.5),
@@ -36,7 +39,9 @@ the class head grows, rebuilt on a checkpoint restore): the template is built at
 update and re-pointed at ``learner.model`` / ``learner.optimizer`` before every update;
 Avalanche's own optimiser management (``check_model_and_optimizer``, which resets the
 optimiser state) is disabled. A step whose loss or gradients are not finite is skipped and
-counted in ``learner.skipped_steps`` (not inside MER's per-sample inner steps).
+counted in ``learner.skipped_steps``, MER's per-event inner steps included (Avalanche's MER
+calls ``optimizer.step()`` itself there, so its ``_inner_updates`` is restated with the
+guard; a NaN step would otherwise make every weight NaN).
 DER stores logits of the width at storage time; when the head grows the stored logits are
 padded with NaN and, at replay, those columns take the current model's (detached) logits,
 so classes that did not exist then get no distillation term.
@@ -180,7 +185,8 @@ def _template_class(name: str) -> type:
     """Avalanche's strategy class, with the learner in charge of model and optimiser."""
     from avalanche.training import supervised as sv
 
-    base = {"Naive": sv.Naive, "Replay": sv.Naive, "EWC": sv.EWC, "AGEM": sv.Naive,
+    # EWC: sv.EWC is sv.Naive plus an EWCPlugin; ours (_finite_ewc) is added as a plugin.
+    base = {"Naive": sv.Naive, "Replay": sv.Naive, "EWC": sv.Naive, "AGEM": sv.Naive,
             "MER": sv.MER, "ER_ACE": sv.ER_ACE, "DER": sv.DER, "MIR": sv.MIR}[name]
 
     class Shim(base):  # type: ignore[misc, valid-type]
@@ -192,8 +198,13 @@ def _template_class(name: str) -> type:
             pass
 
         def optimizer_step(self) -> None:
+            self._guarded_step(self.loss)
+
+        def _guarded_step(self, loss: torch.Tensor) -> None:
+            """``optimizer.step()``, unless ``loss`` or a gradient is not finite: then the
+            gradients are dropped and the step is counted in ``learner.skipped_steps``."""
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            total = self.loss.detach().sum()
+            total = loss.detach().sum()
             if grads:
                 total = total + torch.stack(torch._foreach_norm(grads)).sum()
             if bool(torch.isfinite(total)):
@@ -203,6 +214,31 @@ def _template_class(name: str) -> type:
             learner = self._sl_learner
             if learner is not None and hasattr(learner, "skipped_steps"):
                 learner.skipped_steps += 1
+
+        if name == "MER":
+            def _inner_updates(self, **kwargs: Any) -> None:
+                # Avalanche 0.6's MER._inner_updates, operation for operation, except that
+                # each per-event step goes through _guarded_step (Avalanche calls
+                # optimizer.step() directly, so optimizer_step never sees these steps).
+                from copy import deepcopy
+
+                from avalanche.models.utils import avalanche_forward
+                for _ in range(self.n_inner_steps):
+                    x, y, t = self.buffer.get_batch(self.mb_x, self.mb_y, self.mb_task_id)
+                    w_bef_t = deepcopy(self.model.state_dict())
+                    for idx in range(x.shape[0]):
+                        self.model.zero_grad()
+                        pred = avalanche_forward(self.model, x[idx].unsqueeze(0),
+                                                 t[idx].unsqueeze(0))
+                        loss = self._criterion(pred, y[idx].unsqueeze(0))
+                        loss.backward()
+                        self._guarded_step(loss)
+                    # Within-batch Reptile update (a skipped step left the weights as
+                    # they were, so all-skipped steps leave them bit for bit).
+                    w_aft_t = self.model.state_dict()
+                    self.model.load_state_dict(
+                        {k: w_bef_t[k] + (w_aft_t[k] - w_bef_t[k]) * self.beta
+                         for k, _ in self.model.named_parameters()}, strict=False)
 
         if name == "DER":
             def _before_forward(self, **kwargs: Any) -> None:
@@ -263,6 +299,54 @@ def _stats_plugin() -> Any:
                 self.last_classes = sorted(int(c) for c in torch.unique(strategy.mb_y).tolist())
 
     return UpdateRecorder()
+
+
+def _finite_ewc(strength: float, decay: float) -> Any:
+    from avalanche.models.utils import avalanche_forward
+    from avalanche.training.plugins import EWCPlugin
+    from avalanche.training.utils import zerolike_params_dict
+    from torch.utils.data import DataLoader
+
+    class FiniteEWCPlugin(EWCPlugin):
+        """Online EWC whose importances leave out mini-batches whose loss or gradients are
+        not finite, as the native ``ewc`` does (``anchored.mean_grad_power``)."""
+
+        def compute_importances(self, model: nn.Module, criterion: Any, optimizer: Any,
+                                dataset: Any, device: Any, batch_size: int,
+                                num_workers: int = 0) -> dict[str, Any]:
+            # EWCPlugin.compute_importances (Avalanche 0.6) with one change: the mean is
+            # over the finite mini-batches (all of them, normally: then it is identical).
+            model.eval()
+            importances = zerolike_params_dict(model)
+            collate_fn = dataset.collate_fn if hasattr(dataset, "collate_fn") else None
+            loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn,
+                                num_workers=num_workers)
+            used = 0
+            for batch in loader:
+                x, y, task_labels = batch[0], batch[1], batch[-1]
+                x, y = x.to(device), y.to(device)
+                optimizer.zero_grad()
+                out = avalanche_forward(model, x, task_labels)
+                loss = criterion(out, y)
+                loss.backward()
+                grads = [p.grad for p in model.parameters() if p.grad is not None]
+                total = loss.detach().sum()
+                if grads:
+                    total = total + torch.stack(torch._foreach_norm(grads)).sum()
+                if not bool(torch.isfinite(total)):
+                    continue
+                used += 1
+                for (k1, p), (k2, imp) in zip(model.named_parameters(), importances.items()):
+                    assert k1 == k2
+                    if p.grad is not None:
+                        imp.data += p.grad.data.clone().pow(2)
+            if used:
+                for imp in importances.values():
+                    imp.data /= float(used)
+            model.train()
+            return importances
+
+    return FiniteEWCPlugin(strength, mode="online", decay_factor=decay)
 
 
 def _reservoir_agem(capacity: int, sample_size: int) -> Any:
@@ -326,7 +410,7 @@ class AvalancheStrategy:
                                         batch_size_mem=bsm,
                                         storage_policy=ReservoirSamplingBuffer(cap)))
         elif name == "EWC":
-            kw = {"ewc_lambda": s.ewc.strength, "mode": "online", "decay_factor": s.ewc.decay}
+            plugins.append(_finite_ewc(s.ewc.strength, s.ewc.decay))
         elif name == "AGEM":
             plugins.append(_reservoir_agem(cap, s.agem.sample_size))
         elif name == "MER":
@@ -406,7 +490,7 @@ class AvalancheStrategy:
         elif name == "MIR":
             state["buffer"] = _dump_balanced(self._plugin("MIRPlugin").storage_policy)
         elif name == "EWC":
-            ewc = self._plugin("EWCPlugin")
+            ewc = self._plugin("FiniteEWCPlugin")
             state["ewc"] = {
                 "importances": [[int(k), {n: p.data.detach().cpu().clone() for n, p in d.items()}]
                                 for k, d in ewc.importances.items()],
@@ -455,7 +539,7 @@ class AvalancheStrategy:
         from collections import defaultdict
 
         from avalanche.training.utils import ParamData
-        ewc = self._plugin("EWCPlugin")
+        ewc = self._plugin("FiniteEWCPlugin")
         device = self.learner.device
 
         def params(entries: list) -> defaultdict:

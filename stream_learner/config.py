@@ -48,12 +48,18 @@ class KafkaSettings(_Section):
     sasl_plain_username: str | None = Field(None, description="SASL user name.")
     sasl_plain_password: str | None = Field(None, description="SASL password.")
     ssl_cafile: str | None = Field(None, description="CA bundle for SSL.")
+    bootstrap_timeout_ms: int = Field(
+        5_000, ge=100, description="One attempt to bootstrap a client; start-up retries "
+        "with backoff, so a SIGTERM while Kafka is slow or away is served within this.")
 
     def client_options(self) -> dict[str, Any]:
         """Connection options shared by every kafka-python client we create."""
         opts: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers,
                                 "client_id": self.client_id,
-                                "security_protocol": self.security_protocol}
+                                "security_protocol": self.security_protocol,
+                                # kafka-python's default is 30 s per client, during which
+                                # start-up cannot look at the stop flag.
+                                "bootstrap_timeout_ms": self.bootstrap_timeout_ms}
         for key in ("sasl_mechanism", "sasl_plain_username", "sasl_plain_password", "ssl_cafile"):
             if getattr(self, key) is not None:
                 opts[key] = getattr(self, key)

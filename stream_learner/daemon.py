@@ -137,7 +137,8 @@ class Daemon:
         if self.server is None:
             self.start_http()
         self.restore()
-        if not self._connect():
+        if not self._connect():     # stopped before Kafka answered: nothing to save
+            self.shutdown(final_checkpoint=False)
             return 0
         # Everything alive now (torch, kafka-python, numpy modules: ~1M objects) lives as
         # long as the process. Frozen, full collections skip it: without this, gen-2
@@ -191,7 +192,12 @@ class Daemon:
         while not self.stopping:
             self.health.tick()
             try:
-                self.producer = self.producer or ReliableProducer(make_producer(self.settings))
+                t0 = time.monotonic()
+                if self.producer is None:
+                    self.producer = ReliableProducer(make_producer(self.settings))
+                    log.info("producer connected in %.1fs", time.monotonic() - t0)
+                if self.stopping:       # a SIGTERM while connecting: no group join
+                    break
                 self.consumer = make_consumer(self.settings)
                 self.consumer.subscribe([self.settings.kafka.topic],
                                         listener=Listener(self._on_revoked, self._on_assigned))
@@ -202,7 +208,9 @@ class Daemon:
                 self.metrics.kafka_errors.labels("connect").inc()
                 log.warning("Kafka at %s not reachable (%s); retrying in %.1fs",
                             self.settings.kafka.bootstrap_servers, exc, delay)
-                time.sleep(delay)
+                deadline = time.monotonic() + delay
+                while not self.stopping and time.monotonic() < deadline:
+                    time.sleep(0.05)        # a SIGTERM ends the wait, not just the loop
                 delay = min(delay * 2, 10.0)
         return False
 

@@ -189,6 +189,64 @@ class ProbeSettings(_Section):
                             "learned events (one forward pass over all probes).")
 
 
+DetectorName = Literal["adwin", "page_hinkley", "kswin", "ddm", "eddm", "fhddm", "hddm_a",
+                       "hddm_w"]
+
+
+class DriftSettings(_Section):
+    detector: DetectorName | Literal["none"] = Field(
+        "adwin", description="river detector on the per-event error stream (0/1). ddm, eddm, "
+        "fhddm, hddm_a, hddm_w are river's drift.binary detectors and also give warnings.")
+    detector_params: dict[str, float] = Field(
+        default_factory=dict, description="Keyword arguments of that detector (JSON in the "
+        "environment), e.g. {\"delta\": 0.002}; river's defaults otherwise.")
+    loss_detector: Literal["none", "adwin", "page_hinkley"] = Field(
+        "adwin", description="river detector on the mean training loss of each micro-batch.")
+    input_detector: Literal["none", "adwin", "page_hinkley", "kswin"] = Field(
+        "adwin", description="river detector on random projections of the standardised "
+        "features (covariate drift; labeled and unlabeled events).")
+    input_projections: int = Field(3, ge=1, le=16, description="Random projections watched.")
+    input_summary_events: int = Field(32, ge=1, description="Projections are averaged over "
+                                      "this many events before the detector sees them (cost).")
+    warmup_events: int = Field(2_000, ge=0, description="Learned events before detectors are "
+                               "fed: the first learning curve is not a drift.")
+    cooldown_events: int = Field(1_000, ge=0, description="After an adaptation, drifts are "
+                                 "counted but not acted on for this many learned events.")
+    new_class_grace_events: int = Field(2_000, ge=0, description="Errors on a class first seen "
+                                        "fewer than this many learned events ago are not fed "
+                                        "to the error detector: a new class is not a drift.")
+
+
+class AdaptSettings(_Section):
+    boost: bool = Field(True, description="Plasticity boost on a drift: a higher learning rate "
+                        "and weaker regularisation that return to normal linearly.")
+    boost_lr_factor: float = Field(3.0, ge=1, description="Learning-rate multiplier at the start.")
+    boost_events: int = Field(2_000, ge=1, description="Learned events for the boost to fade.")
+    boost_reset_optimizer: bool = Field(True, description="Also clear the optimiser's moments "
+                                        "(after a long calm, Adam's tiny second moments turn "
+                                        "the new, large gradients into wild steps).")
+    boost_replay_reset: bool = Field(True, description="Also empty the replay memory: events "
+                                     "of the old concept contradict the new one (with the "
+                                     "pool on, the old concept lives on as a snapshot).")
+    boost_regularisation_scale: float = Field(0.1, ge=0, le=1, description="Plugin penalties "
+                                              "(EWC, SI, MAS, LwF) are multiplied by this at "
+                                              "the start of a boost.")
+    consolidate: bool = Field(True, description="Call the continual strategy's consolidation "
+                              "(a task boundary) on a drift; see strategy.consolidate_on_drift.")
+    pool: bool = Field(True, description="Recurring-concept pool: snapshot each concept; after "
+                       "a drift (and every pool_check_events) switch to a snapshot that beats "
+                       "the current model on the recent labeled events.")
+    pool_size: int = Field(8, ge=1, description="Snapshots kept (least recently used goes).")
+    pool_window: int = Field(256, ge=16, description="Recent labeled events the pool is scored "
+                             "on (kept on the device, in the checkpoint).")
+    pool_margin: float = Field(0.03, ge=0, le=1, description="Accuracy a snapshot must gain "
+                               "over the current model on the window to be switched to.")
+    pool_decide_events: int = Field(128, ge=16, description="Labeled events after a drift "
+                                    "that the pool is scored on before it decides.")
+    pool_check_events: int = Field(500, ge=0, description="Also score the pool every this many "
+                                   "learned events (0 = only on drifts).")
+
+
 class CheckpointSettings(_Section):
     dir: Path = Field(Path("checkpoints"), description="Directory for checkpoints.")
     every_events: int = Field(50_000, ge=1, description="Checkpoint after this many events.")
@@ -228,6 +286,8 @@ class Settings(BaseSettings):
     mer: MERSettings = MERSettings()
     lamaml: LaMAMLSettings = LaMAMLSettings()
     probes: ProbeSettings = ProbeSettings()
+    drift: DriftSettings = DriftSettings()
+    adapt: AdaptSettings = AdaptSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()

@@ -103,6 +103,7 @@ class Daemon:
         self.metrics.build_info.info({"version": __version__})
         self.metrics.model_info.info({"strategy": settings.strategy.name,
                                       "device": self.learner.info.device})
+        self.metrics.drift.declare(settings)
 
     # -- lifecycle ------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
@@ -330,6 +331,8 @@ class Daemon:
                 self._learned(result, ctx)
             elif isinstance(result, Predicted):
                 self._publish_predictions(result, *ctx)
+                if result.drift is not None:
+                    self.metrics.drift.apply(result.drift)
         if results:
             self._refresh_gauges()
 
@@ -351,6 +354,8 @@ class Daemon:
         for slot, acc in enumerate(result.probe_accuracy):
             if acc == acc:   # NaN until the probe's first evaluation
                 m.probe_accuracy.labels(str(slot)).set(acc)
+        if result.drift is not None:
+            m.drift.apply(result.drift)
         if result.skipped_steps > self._skipped_steps:
             m.steps_skipped.inc(result.skipped_steps - self._skipped_steps)
         self._skipped_steps = result.skipped_steps

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .config import Settings
+from .drift import DriftAdapter
 from .forgetting import ForgettingProbes
 from .labels import Label, LabelMap
 from .model import MLP, select_device
@@ -47,6 +48,8 @@ class Learner:
         pr = settings.probes
         self.probes = ForgettingProbes(pr.per_class, pr.max_probes, pr.eval_every)
         self._consolidations = 0
+        self.drift = DriftAdapter(settings, self)
+        self._lr_factor = 1.0      # the optimiser's lr is model.lr times this
         torch.manual_seed(settings.model.seed)
 
     # -- construction ------------------------------------------------------------
@@ -79,6 +82,7 @@ class Learner:
                     padded[: old.shape[0]] = value
                     value = padded
                 self.optimizer.state[new][key] = value
+        self._apply_lr_factor(force=True)
 
     # -- prequential API ----------------------------------------------------------
     def to_tensor(self, x: np.ndarray) -> torch.Tensor:
@@ -112,7 +116,31 @@ class Learner:
         self.model.scaler.update(x)
         self.model.train()
         self.seen += int(x.shape[0])
+        self._apply_lr_factor()
         return self.strategy.update(Batch(x, y))
+
+    @property
+    def lr_factor(self) -> float:
+        """Plasticity boost after a drift: >1 while it fades (MER's inner lr reads it)."""
+        return self.drift.lr_factor
+
+    @property
+    def penalty_scale(self) -> float:
+        """Every plugin penalty is multiplied by this (<1 during a plasticity boost)."""
+        return self.drift.penalty_scale
+
+    def _apply_lr_factor(self, force: bool = False) -> None:
+        factor = self.drift.lr_factor
+        if (force or factor != self._lr_factor) and self.optimizer is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.settings.model.lr * factor
+            self._lr_factor = factor
+
+    def reset_optimizer(self) -> None:
+        """Fresh optimiser state (moments), e.g. after the weights were swapped."""
+        if self.model is not None:
+            self.optimizer = self._make_optimizer(self.model.parameters())
+            self._apply_lr_factor(force=True)
 
     def prequential(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, UpdateStats]:
         """Test then train ``(x, y)``; returns the predictions (-1: no class known yet).
@@ -151,6 +179,7 @@ class Learner:
         if not bool(keep.all()):
             x, y = x[keep], y[keep]
         pred, stats = self.prequential(x, y)
+        self.drift.after_learning(x, y, pred, stats.loss)
         if self.model is not None:
             done = _consolidation_count(self.strategy)
             if done != self._consolidations:   # a task boundary: a new probe period
@@ -182,10 +211,11 @@ class Learner:
         ctx = None
         if plugins:
             ctx = Step(self.model, x, y, x.shape[0] if n_new is None else n_new, logits, memory)
+            scale = self.penalty_scale
             for plugin in plugins:
                 term = plugin.penalty(ctx)
                 if term is not None:
-                    loss = loss + term
+                    loss = loss + (term if scale == 1.0 else scale * term)
         loss.backward()
         if ctx is not None:
             for plugin in plugins:
@@ -223,6 +253,7 @@ class Learner:
             "skipped_steps": self.skipped_steps,
             "probes": self.probes.state_dict(),
             "consolidations": self._consolidations,
+            "drift": self.drift.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -244,6 +275,9 @@ class Learner:
         if "probes" in state:
             self.probes.load_state_dict(state["probes"], self.device)
             self._consolidations = int(state["consolidations"])
+        if "drift" in state:
+            self.drift.load_state_dict(state["drift"])
+        self._apply_lr_factor(force=True)
 
 
 def _consolidation_count(strategy: Any) -> int:

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from .config import Settings
+from .drift import DriftReport
 from .labels import Label
 from .learner import Learner
 
@@ -66,12 +67,14 @@ class Learned:
     backward_transfer: float = 0.0
     probe_accuracy: list[float] = field(default_factory=list)
     skipped_steps: int = 0  # total so far: non-finite steps not applied
+    drift: DriftReport | None = None
 
 
 @dataclass(frozen=True)
 class Predicted:
     idx: np.ndarray        # class indices (-1: no class known yet)
     proba: np.ndarray
+    drift: DriftReport | None = None   # input drift sees unlabeled events too
 
 
 Result = Union[Learned, Predicted]
@@ -109,10 +112,12 @@ class _Core:
             result: Any = Learned(y.cpu().numpy(), pred.cpu().numpy(), stats.loss, stats.steps,
                                   time.perf_counter() - t0, time.time(), held_out,
                                   probes.forgetting, probes.backward_transfer,
-                                  probes.accuracies(), lrn.skipped_steps)
+                                  probes.accuracies(), lrn.skipped_steps, lrn.drift.report())
         elif kind == "predict":
-            idx, proba = lrn.predict_indices(lrn.to_tensor(request[1]))
-            result = Predicted(idx.cpu().numpy(), proba.cpu().numpy())
+            x = lrn.to_tensor(request[1])
+            idx, proba = lrn.predict_indices(x)
+            result = Predicted(idx.cpu().numpy(), proba.cpu().numpy(),
+                               lrn.drift.report() if lrn.drift.observe_inputs(x) else None)
         elif kind == "state":
             buf = io.BytesIO()
             torch.save(lrn.state_dict(), buf)

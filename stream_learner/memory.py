@@ -54,6 +54,10 @@ class ReservoirBuffer:
         self.y[slot[keep]] = y[keep]
         self.seen += n
 
+    def clear(self) -> None:
+        """Forget every event (a drift made them misleading); storage stays allocated."""
+        self.seen = 0
+
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.x is not None and self.y is not None
         idx = torch.randint(len(self), (min(n, len(self)),), device=self.device,

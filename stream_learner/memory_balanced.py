@@ -173,6 +173,12 @@ class ClassBalancedBuffer:
         self._seen_t = self._seen_t + onehot.sum(0)
         self._derive()
 
+    def clear(self) -> None:
+        """Forget every event and class (a drift made them misleading)."""
+        rng = self.generator.get_state()
+        self.__init__(self.capacity, self.device)  # type: ignore[misc]
+        self.generator.set_state(rng)
+
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``min(n, len(self))`` events drawn uniformly (with replacement) from the buffer."""
         assert self.x is not None and self.y is not None

@@ -19,6 +19,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from .drift.export import DriftMetrics
 from .events import REJECT_REASONS
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ class Metrics:
         self.ready = Gauge(p + "ready", "1 while consuming with an assignment.", registry=r)
         self.build_info = Info(p + "build", "Version of stream-learner.", registry=r)
         self.model_info = Info(p + "model", "Strategy and device of the model.", registry=r)
+        self.drift = DriftMetrics(r, p)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -75,6 +75,8 @@ def _state_equal(a: dict, b: dict) -> None:
         elif isinstance(va, (list, tuple)) and va and isinstance(va[0], dict):
             for x, y in zip(va, vb):
                 _state_equal(x, y)
+        elif isinstance(va, (list, tuple)) and va and torch.is_tensor(va[0]):
+            assert len(va) == len(vb) and all(torch.equal(x, y) for x, y in zip(va, vb)), key
         else:
             assert va == vb or (va != va and vb != vb), key   # NaN: probe not scored yet
 

@@ -89,10 +89,11 @@ def plugin_loss(learner: Any, x: torch.Tensor, y: torch.Tensor, n_new: int,
     ctx = None
     if plugins:
         ctx = Step(model, x, y, n_new, logits, memory)
+        scale = getattr(learner, "penalty_scale", 1.0)
         for plugin in plugins:
             term = plugin.penalty(ctx)
             if term is not None:
-                loss = loss + term
+                loss = loss + (term if scale == 1.0 else scale * term)
     return loss, ctx
 
 
@@ -203,7 +204,8 @@ class MER:
             # Norm clipping: plain SGD on a stiff penalty (EWC's strength * Fisher) diverges
             # once inner_lr * 2 * strength * F > 2, where Adam's normalised steps would not.
             torch._foreach_mul_(grads, torch.clamp(GRAD_CLIP / (norm + 1e-6), max=1.0))
-            torch._foreach_add_(live, grads, alpha=-self.inner_lr)
+            torch._foreach_add_(live, grads,
+                                alpha=-self.inner_lr * getattr(learner, "lr_factor", 1.0))
         return loss.detach(), True
 
     def state_dict(self) -> dict[str, Any]:

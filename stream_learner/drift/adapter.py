@@ -1,0 +1,210 @@
+"""Drift detection and adaptation for one learner (config ``drift`` and ``adapt``).
+
+After every learned batch, :meth:`DriftAdapter.after_learning` feeds the detectors
+(:class:`~.monitor.DriftMonitor`).  A drift acts only when the error signal (the loss
+signal when there is no error detector) *rose*: an error rate that fell is a change too,
+and is counted, but calls for no adaptation.  Nor does a drift within
+``drift.cooldown_events`` of the last adaptation, so adaptation cannot make the detector
+thrash.  An adaptation runs, in this order, each policy that is enabled:
+
+1. ``pool``: save the model as the concept that ended; ``adapt.pool_decide_events``
+   later, switch to a snapshot that does better on the events since (:mod:`.pool`).  A
+   recall cancels the boost: the model already fits;
+2. ``consolidate``: the continual strategy's task boundary (EWC, SI, MAS and LwF treat
+   the model as it is now, recalled or not, as a finished task);
+3. ``boost``: a higher learning rate and weaker penalties, fading out (:mod:`.boost`).
+
+Every policy that acted is counted in :attr:`DriftAdapter.adaptations` (exported as
+``stream_learner_drift_adaptations_total{policy}``).  Input drift is exported, not acted
+on: without labels there is no evidence that the model got worse.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import Settings
+from .boost import PlasticityBoost
+from .monitor import DriftMonitor, Signal
+from .pool import ConceptPool
+
+POLICIES = ("pool", "consolidate", "boost")
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """What the daemon exports; cumulative counts, so a lost report loses nothing."""
+
+    drifts: dict[str, int] = field(default_factory=dict)      # "signal:detector" -> n
+    warnings: dict[str, int] = field(default_factory=dict)
+    adaptations: dict[str, int] = field(default_factory=dict)  # policy -> n
+    concept_reuse: int = 0
+    concept_id: int = 0
+    concepts_known: int = 0
+    last_drift_time: float = 0.0
+    window_events: float = 0.0
+    accuracy_before: float = math.nan
+    accuracy_since: float = math.nan
+    lr_factor: float = 1.0
+
+
+class DriftAdapter:
+    def __init__(self, settings: Settings, learner: Any) -> None:
+        d, a = settings.drift, settings.adapt
+        self.learner = learner
+        self.monitor = DriftMonitor(d, seed=settings.model.seed)
+        self.warmup, self.cooldown = d.warmup_events, d.cooldown_events
+        self.grace = d.new_class_grace_events
+        self.replay_reset = a.boost and a.boost_replay_reset
+        self._births: list[int] = []             # learner.seen when each class first came
+        self.boost = (PlasticityBoost(a.boost_lr_factor, a.boost_events,
+                                      a.boost_regularisation_scale, a.boost_reset_optimizer)
+                      if a.boost else None)
+        self.consolidate = a.consolidate
+        self.pool = (ConceptPool(a.pool_size, a.pool_window, a.pool_margin, learner.device)
+                     if a.pool else None)
+        self.check_every = a.pool_check_events
+        self.decide_after = a.pool_decide_events
+        self.adaptations: dict[str, int] = {}
+        self.signals: list[Signal] = []          # of the last batch
+        self._quiet = 0                          # learned events left in the cooldown
+        self._since_check = 0
+
+    # -- what the learner reads ----------------------------------------------------------
+    @property
+    def lr_factor(self) -> float:
+        return self.boost.lr_factor if self.boost is not None else 1.0
+
+    @property
+    def penalty_scale(self) -> float:
+        return self.boost.penalty_scale if self.boost is not None else 1.0
+
+    # -- feeding ------------------------------------------------------------------------
+    def after_learning(self, x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor,
+                       loss: float) -> list[Signal]:
+        """A learned batch: ``pred`` are its prequential predictions (made before)."""
+        n = int(y.shape[0])
+        model = self.learner.model
+        if n == 0 or model is None:
+            self.signals = []
+            return self.signals
+        if self.pool is not None:
+            self.pool.remember(x, y)
+        if self.boost is not None:
+            self.boost.advance(n)
+        self._quiet = max(0, self._quiet - n)
+        signals: list[Signal] = []
+        y_np = y.cpu().numpy()
+        self._note_births(y_np)
+        if self.learner.seen >= self.warmup:
+            errors = (pred.cpu().numpy() != y_np) & ~self._young(y_np)
+            signals += self.monitor.update(errors, loss)
+            signals += self.monitor.update_inputs(x, getattr(model, "scaler", None))
+        if any(self._acts_on(s) for s in signals) and self._quiet == 0:
+            self._adapt()
+        elif self.pool is not None and self.pool.post >= 0:
+            entry = self.pool.decide(model, self.decide_after)
+            if entry is not None:
+                self._recall(entry)
+        elif self.pool is not None and self.check_every:
+            self._since_check += n
+            if self._since_check >= self.check_every:
+                self._since_check = 0
+                entry = self.pool.check(model)
+                if entry is not None:
+                    self._recall(entry)
+        self.signals = signals
+        return signals
+
+    def _note_births(self, y: np.ndarray) -> None:
+        top = int(y.max()) + 1 if y.size else 0
+        if top > len(self._births):
+            self._births += [self.learner.seen] * (top - len(self._births))
+
+    def _young(self, y: np.ndarray) -> np.ndarray:
+        """Events of classes too new to count their errors as drift evidence."""
+        seen = self.learner.seen
+        young = [c for c, born in enumerate(self._births) if seen - born < self.grace]
+        return np.isin(y, young) if young and self._births[0] < seen - self.grace \
+            else np.zeros(y.shape, dtype=bool)
+
+    def observe_inputs(self, x: torch.Tensor) -> list[Signal]:
+        """Unlabeled events: only the input detectors see them."""
+        model = self.learner.model
+        if model is None or self.learner.seen < self.warmup:
+            return []
+        return self.monitor.update_inputs(x, getattr(model, "scaler", None))
+
+    def _acts_on(self, s: Signal) -> bool:
+        if s.kind != "drift" or not s.rising:
+            return False
+        return s.signal == "error" or (s.signal == "loss" and self.monitor.error is None)
+
+    # -- adapting -----------------------------------------------------------------------
+    def _adapt(self) -> None:
+        if self.pool is not None:
+            self.pool.on_drift(self.learner.model)
+        if self.consolidate and self.learner.consolidate("drift"):
+            self._count("consolidate")
+        if self.boost is not None:
+            self.boost.start()
+            if self.boost.reset_optimizer:
+                self.learner.reset_optimizer()
+            if self.replay_reset:
+                strategy = self.learner.strategy
+                memory = getattr(strategy, "buffer", None) or getattr(strategy, "memory", None)
+                if memory is not None and hasattr(memory, "clear"):
+                    memory.clear()
+            self._count("boost")
+        self._quiet = self.cooldown
+        self._since_check = 0
+
+    def _recall(self, entry: Any) -> None:
+        assert self.pool is not None
+        self.pool.switch(entry, self.learner.model)
+        if self.boost is not None:
+            self.boost.remaining = 0        # the recalled model fits: no extra plasticity
+        self.learner.reset_optimizer()      # its moments belong to the weights just left
+        self.monitor.restart_error()
+        self._since_check = 0
+        self._count("pool")
+
+    def _count(self, policy: str) -> None:
+        self.adaptations[policy] = self.adaptations.get(policy, 0) + 1
+
+    # -- reporting ----------------------------------------------------------------------
+    def report(self) -> DriftReport:
+        m, pool = self.monitor, self.pool
+        return DriftReport(
+            drifts=dict(m.drifts), warnings=dict(m.warnings),
+            adaptations=dict(self.adaptations),
+            concept_reuse=pool.reuse if pool is not None else 0,
+            concept_id=pool.current if pool is not None else 0,
+            concepts_known=len(pool.entries) if pool is not None else 0,
+            last_drift_time=m.last_drift_time, window_events=m.window_events,
+            accuracy_before=m.accuracy_before, accuracy_since=m.accuracy_since,
+            lr_factor=self.lr_factor)
+
+    # -- state --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor": self.monitor.state_dict(),
+                "boost": None if self.boost is None else self.boost.state_dict(),
+                "pool": None if self.pool is None else self.pool.state_dict(),
+                "adaptations": dict(self.adaptations), "quiet": self._quiet,
+                "births": torch.tensor(self._births, dtype=torch.int64),
+                "since_check": self._since_check}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.monitor.load_state_dict(state["monitor"], self.learner.device)
+        if self.boost is not None and state["boost"] is not None:
+            self.boost.load_state_dict(state["boost"])
+        if self.pool is not None and state["pool"] is not None:
+            self.pool.load_state_dict(state["pool"])
+        self.adaptations = {str(k): int(v) for k, v in state["adaptations"].items()}
+        self._quiet, self._since_check = int(state["quiet"]), int(state["since_check"])
+        self._births = [int(v) for v in state["births"].tolist()]

@@ -1,0 +1,155 @@
+"""Drift detection and adaptation in the learner (no Kafka; see test_drift_daemon.py)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from stream_learner.config import Settings
+from stream_learner.drift import detectors
+from stream_learner.learner import Learner
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+BATCH = 64
+
+
+def _concept(rng: np.random.Generator, n: int, name: str, noise: float = 0.0):
+    """A: y = [x0 + x1/2 > 0]; B: the same boundary, labels flipped (an abrupt drift)."""
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0) ^ (name == "B")
+    if noise:
+        y ^= rng.random(n) < noise
+    return x, y.astype(int).tolist()
+
+
+def _learner(**sections) -> Learner:
+    base = {"model": {"device": "cpu", "hidden": (32, 32), "step_size": 64},
+            "probes": {"per_class": 0}, "drift": {"warmup_events": 1000}}
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value}
+    return Learner(Settings(**base))
+
+
+def _stream(lrn: Learner, segments, seed: int = 0, noise: float = 0.0):
+    """Feed (concept, events) segments; yield (t, concept, hits, signals) per batch."""
+    rng = np.random.default_rng(seed)
+    t = 0
+    for name, n in segments:
+        for i in range(0, n, BATCH):
+            x, y = _concept(rng, min(BATCH, n - i), name, noise)
+            yt = lrn.encode_labels(y)
+            _, pred, _ = lrn.observe(lrn.to_tensor(x), yt)
+            yield t, name, (pred == yt).numpy(), list(lrn.drift.signals)
+            t += len(y)
+
+
+def _rising(signals) -> bool:
+    return any(s.signal == "error" and s.kind == "drift" and s.rising for s in signals)
+
+
+def test_an_abrupt_drift_is_detected_within_a_bounded_delay():
+    lrn = _learner()
+    detected = [t for t, _, _, sig in _stream(lrn, [("A", 6000), ("B", 2000)]) if _rising(sig)]
+    assert detected, "the flip was never detected"
+    delay = detected[0] + BATCH - 6000          # events after the change, batch granularity
+    print(f"first rising drift {delay} events after the change")
+    assert 0 < delay <= 4 * BATCH               # measured: within the first batch of B
+
+
+def test_a_stationary_stream_raises_no_drift():
+    lrn = _learner()
+    rows = list(_stream(lrn, [("A", 60_000)], noise=0.05))
+    drifts = [t for t, _, _, sig in rows for s in sig if s.signal == "error" and s.kind == "drift"]
+    assert drifts == [], f"error drifts at {drifts}"
+    assert lrn.drift.adaptations == {}
+    assert np.concatenate([h for *_, h, _ in rows][-100:]).mean() > 0.9
+
+
+def test_the_pool_recalls_a_concept_when_it_comes_back():
+    rows = list(_stream(lrn := _learner(), [("A", 6000), ("B", 4000), ("A", 3000)]))
+    pool = lrn.drift.pool
+    assert pool is not None and pool.reuse >= 1
+    assert pool.current == 0                                # back on the first concept
+    assert {e.id for e in pool.entries} >= {0, 1}
+    after = np.concatenate([h for t, _, h, _ in rows if 10_000 <= t < 11_000])
+    before = np.concatenate([h for t, _, h, _ in rows if 5_000 <= t < 6_000])
+    # Without the pool (boost only), the same stream after A returns:
+    rows_nopool = list(_stream(_learner(adapt={"pool": False}),
+                               [("A", 6000), ("B", 4000), ("A", 3000)]))
+    after_nopool = np.concatenate([h for t, _, h, _ in rows_nopool if 10_000 <= t < 11_000])
+    print(f"A before leaving {before.mean():.3f}; first 1000 after return: pool "
+          f"{after.mean():.3f}, no pool {after_nopool.mean():.3f}")
+    assert after.mean() > after_nopool.mean() + 0.05
+    # Detected in the first batch of A; decided pool_decide_events (128) later; the
+    # batches after that are predicted by the recalled model.
+    recalled_from = 10_000 + BATCH + lrn.settings.adapt.pool_decide_events
+    settled = np.concatenate([h for t, _, h, _ in rows if recalled_from <= t < 11_000])
+    print(f"from event {recalled_from} on: {settled.mean():.3f}")
+    assert settled.mean() >= before.mean() - 0.02         # recalled, not relearned
+
+
+def test_drift_state_survives_a_checkpoint():
+    segments = [("A", 4000), ("B", 1500)]
+    a = _learner(strategy={"name": "continual"})
+    list(_stream(a, segments))
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    b = _learner(strategy={"name": "continual"})
+    b.load_state_dict(state)
+    assert b.drift.monitor.drifts == a.drift.monitor.drifts
+    assert b.drift.adaptations == a.drift.adaptations
+    assert b.drift.pool.current == a.drift.pool.current
+    assert [e.id for e in b.drift.pool.entries] == [e.id for e in a.drift.pool.entries]
+    assert b.drift.monitor.error.width == a.drift.monitor.error.width
+    more = [("B", 1500), ("A", 3000)]
+    ra, rb = list(_stream(a, more, seed=5)), list(_stream(b, more, seed=5))
+    for (ta, _, ha, sa), (tb, _, hb, sb) in zip(ra, rb):
+        assert ta == tb and np.array_equal(ha, hb) and sa == sb, ta
+    assert a.drift.report() == b.drift.report() or _same_report(a, b)
+
+
+def _same_report(a: Learner, b: Learner) -> bool:
+    ra, rb = a.drift.report(), b.drift.report()
+    return ra.drifts == rb.drifts and ra.adaptations == rb.adaptations and \
+        ra.concept_reuse == rb.concept_reuse and ra.concept_id == rb.concept_id
+
+
+@pytest.mark.parametrize("name", detectors.NAMES)
+def test_every_detector_is_rivers_and_round_trips(name):
+    det = detectors.make(name)
+    assert type(det).__module__.startswith("river.")
+    rng = np.random.default_rng(0)
+    values = (rng.random(600) < np.r_[np.full(300, 0.1), np.full(300, 0.6)]).astype(float)
+    for v in values[:400]:
+        det.update(v)
+    copy = detectors.load(detectors.dump(det))
+    for v in values[400:]:
+        det.update(v)
+        copy.update(v)
+        assert det.drift_detected == copy.drift_detected
+
+
+def test_a_tampered_detector_blob_is_refused():
+    import pickle
+    blob = torch.frombuffer(bytearray(pickle.dumps(print)), dtype=torch.uint8)
+    with pytest.raises(pickle.UnpicklingError):
+        detectors.load(blob)
+
+
+def test_input_drift_is_seen_without_labels():
+    lrn = _learner()
+    list(_stream(lrn, [("A", 2000)]))
+    rng = np.random.default_rng(1)
+    fired = 0
+    for shift in [0.0] * 20 + [3.0] * 20:       # unlabeled events; the mean of x0 jumps
+        x = rng.normal(size=(BATCH * 4, 4)).astype(np.float32)
+        x[:, 0] += shift
+        fired += len(lrn.drift.observe_inputs(lrn.to_tensor(x)))
+    assert fired >= 1
+    assert lrn.drift.monitor.drifts.get("input:adwin", 0) >= 1
+    assert "error:adwin" not in lrn.drift.monitor.drifts    # no labels: no error drift

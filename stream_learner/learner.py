@@ -178,7 +178,15 @@ class Learner:
         keep = self.probes.holdout(x, y)
         if not bool(keep.all()):
             x, y = x[keep], y[keep]
-        pred, stats = self.prequential(x, y)
+        if self.model is not None and self.seen >= self.warmup_events:
+            # prequential() split in two, so a drift this batch reveals is acted on
+            # before the batch is learned (see DriftAdapter.before_learning).
+            pred = self.predict_indices(x)[0]
+            self.drift.before_learning(x, y, pred)
+            stats = self.learn_tensors(x, y)
+        else:
+            pred, stats = self.prequential(x, y)
+            self.drift.before_learning(x, y, pred)   # warm-up: the model learned them
         self.drift.after_learning(x, y, pred, stats.loss)
         if self.model is not None:
             done = _consolidation_count(self.strategy)

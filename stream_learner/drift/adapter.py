@@ -1,7 +1,8 @@
 """Drift detection and adaptation for one learner (config ``drift`` and ``adapt``).
 
-After every learned batch, :meth:`DriftAdapter.after_learning` feeds the detectors
-(:class:`~.monitor.DriftMonitor`).  A drift acts only when the error signal (the loss
+Every labeled batch goes through :meth:`DriftAdapter.before_learning` (its prequential
+errors and its features feed the detectors, :class:`~.monitor.DriftMonitor`) and, once
+learned, :meth:`DriftAdapter.after_learning` (its training loss; the pool's window).  A drift acts only when the error signal (the loss
 signal when there is no error detector) *rose*: an error rate that fell is a change too,
 and is counted, but calls for no adaptation.  Nor does a drift within
 ``drift.cooldown_events`` of the last adaptation, so adaptation cannot make the detector
@@ -85,29 +86,42 @@ class DriftAdapter:
         return self.boost.penalty_scale if self.boost is not None else 1.0
 
     # -- feeding ------------------------------------------------------------------------
-    def after_learning(self, x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor,
-                       loss: float) -> list[Signal]:
-        """A learned batch: ``pred`` are its prequential predictions (made before)."""
-        n = int(y.shape[0])
+    def before_learning(self, x: torch.Tensor, y: torch.Tensor,
+                        pred: torch.Tensor) -> list[Signal]:
+        """A labeled batch and its prequential predictions, before the model learns it:
+        a drift it reveals is acted on before its events are learned, so the pool saves
+        the old concept untouched and the boost already speeds up learning this batch."""
+        self.signals = []
         model = self.learner.model
-        if n == 0 or model is None:
-            self.signals = []
+        if int(y.shape[0]) == 0 or model is None:
             return self.signals
-        if self.pool is not None:
-            self.pool.remember(x, y)
-        if self.boost is not None:
-            self.boost.advance(n)
-        self._quiet = max(0, self._quiet - n)
-        signals: list[Signal] = []
         y_np = y.cpu().numpy()
         self._note_births(y_np)
         if self.learner.seen >= self.warmup:
             errors = (pred.cpu().numpy() != y_np) & ~self._young(y_np)
-            signals += self.monitor.update(errors, loss)
-            signals += self.monitor.update_inputs(x, getattr(model, "scaler", None))
-        if any(self._acts_on(s) for s in signals) and self._quiet == 0:
-            self._adapt()
-        elif self.pool is not None and self.pool.post >= 0:
+            self.signals += self.monitor.update(errors)
+            self.signals += self.monitor.update_inputs(x, getattr(model, "scaler", None))
+        if any(self._acts_on(s) for s in self.signals) and self._quiet == 0:
+            self._adapt(int(y.shape[0]))
+        return self.signals
+
+    def after_learning(self, x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor,
+                       loss: float) -> list[Signal]:
+        """The same batch, learned; ``loss`` is its mean training loss."""
+        n = int(y.shape[0])
+        model = self.learner.model
+        if n == 0 or model is None:
+            return []
+        if self.pool is not None:
+            self.pool.remember(x, y, pred == y)
+        if self.boost is not None:
+            self.boost.advance(n)
+        self._quiet = max(0, self._quiet - n)
+        found = self.monitor.update_loss(loss) if self.learner.seen >= self.warmup else []
+        self.signals += found
+        if any(self._acts_on(s) for s in found) and self._quiet == 0:
+            self._adapt(0)
+        elif self.pool is not None and self.pool.pending:
             entry = self.pool.decide(model, self.decide_after)
             if entry is not None:
                 self._recall(entry)
@@ -118,8 +132,7 @@ class DriftAdapter:
                 entry = self.pool.check(model)
                 if entry is not None:
                     self._recall(entry)
-        self.signals = signals
-        return signals
+        return found
 
     def _note_births(self, y: np.ndarray) -> None:
         top = int(y.max()) + 1 if y.size else 0
@@ -146,9 +159,10 @@ class DriftAdapter:
         return s.signal == "error" or (s.signal == "loss" and self.monitor.error is None)
 
     # -- adapting -----------------------------------------------------------------------
-    def _adapt(self) -> None:
+    def _adapt(self, batch: int) -> None:
+        """``batch``: events of the batch that revealed the drift, not learned yet."""
         if self.pool is not None:
-            self.pool.on_drift(self.learner.model)
+            self.pool.on_drift(self.learner.model, batch)
         if self.consolidate and self.learner.consolidate("drift"):
             self._count("consolidate")
         if self.boost is not None:
@@ -156,10 +170,7 @@ class DriftAdapter:
             if self.boost.reset_optimizer:
                 self.learner.reset_optimizer()
             if self.replay_reset:
-                strategy = self.learner.strategy
-                memory = getattr(strategy, "buffer", None) or getattr(strategy, "memory", None)
-                if memory is not None and hasattr(memory, "clear"):
-                    memory.clear()
+                self._clear_replay()
             self._count("boost")
         self._quiet = self.cooldown
         self._since_check = 0
@@ -169,10 +180,19 @@ class DriftAdapter:
         self.pool.switch(entry, self.learner.model)
         if self.boost is not None:
             self.boost.remaining = 0        # the recalled model fits: no extra plasticity
-        self.learner.reset_optimizer()      # its moments belong to the weights just left
+        if self.replay_reset:
+            self._clear_replay()            # it holds the concept just left
+        # The optimiser keeps its moments: a fresh Adam's first steps are ~lr on every
+        # weight whatever the gradient, a jolt that knocked recalled models off (measured).
         self.monitor.restart_error()
         self._since_check = 0
         self._count("pool")
+
+    def _clear_replay(self) -> None:
+        strategy = self.learner.strategy
+        memory = getattr(strategy, "buffer", None) or getattr(strategy, "memory", None)
+        if memory is not None and hasattr(memory, "clear"):
+            memory.clear()
 
     def _count(self, policy: str) -> None:
         self.adaptations[policy] = self.adaptations.get(policy, 0) + 1

@@ -77,8 +77,9 @@ class DriftMonitor:
         self._losses: list[float] = []
 
     # -- feeding ------------------------------------------------------------------------
-    def update(self, errors: np.ndarray, loss: float) -> list[Signal]:
-        """One learned batch: its per-event errors (bool) and its mean training loss."""
+    def update(self, errors: np.ndarray, loss: float = float("nan")) -> list[Signal]:
+        """One batch: its per-event prequential errors (bool) and, once it was learned, its
+        mean training loss (NaN: none yet; see :meth:`update_loss`)."""
         found: list[Signal] = []
         det = self.error
         if det is not None:
@@ -94,6 +95,10 @@ class DriftMonitor:
             self._track(errors[start:])
         else:
             self._track(errors)
+        return found + self.update_loss(loss)
+
+    def update_loss(self, loss: float) -> list[Signal]:
+        found: list[Signal] = []
         if self.loss is not None and np.isfinite(loss):
             self.loss.update(float(loss))
             self._losses = (self._losses + [float(loss)])[-LOSS_RECENT:]

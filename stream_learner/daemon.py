@@ -29,6 +29,7 @@ from kafka.structs import OffsetAndMetadata
 from . import __version__
 from .checkpoint import CheckpointStore
 from .config import Settings
+from .drift import DriftReport
 from .evaluation import PrequentialAccuracy, RollingMean
 from .events import TOO_LARGE, DecodedBatch, EventDecoder
 from .kafka_io import Listener, ReliableProducer, make_consumer, make_producer
@@ -100,6 +101,7 @@ class Daemon:
         self._next_housekeeping = 0.0
         self._skipped_steps = 0
         self.forgetting = 0.0       # last reported by the learner's probes
+        self.drift: DriftReport | None = None   # last reported by the learner
         self.metrics.build_info.info({"version": __version__})
         self.metrics.model_info.info({"strategy": settings.strategy.name,
                                       "device": self.learner.info.device})
@@ -356,6 +358,7 @@ class Daemon:
                 m.probe_accuracy.labels(str(slot)).set(acc)
         if result.drift is not None:
             m.drift.apply(result.drift)
+            self.drift = result.drift
         if result.skipped_steps > self._skipped_steps:
             m.steps_skipped.inc(result.skipped_steps - self._skipped_steps)
         self._skipped_steps = result.skipped_steps

@@ -116,6 +116,7 @@ class _View:
                                           f"(last {d.accuracy.window:,} events)")
         table.add_row("forgetting", f"{d.forgetting:.3f}  (probe "
                                     "accuracy lost since its best)")
+        table.add_row("drift", _drift_line(d))
         rejected = ", ".join(f"{k} {v}" for k, v in sorted(c.rejected.items())) or "none"
         table.add_row("rejected → DLQ", f"{c.rejected_total:,}  ({rejected})")
         table.add_row("consumer lag", f"{d.lag_total:,} events")
@@ -126,3 +127,16 @@ class _View:
                       else "none yet")
         left = max(self.stop_at - time.monotonic(), 0.0)
         return Group(table, Text(f"stopping in {left:.0f}s (Ctrl-C stops now)", style="dim"))
+
+
+def _drift_line(d: Daemon) -> str:
+    r = d.drift
+    if r is None:
+        return "watching (after the warm-up)"
+    drifts = sum(v for k, v in r.drifts.items() if not k.startswith("input:"))
+    if not drifts:
+        return "none detected yet"
+    ago = time.time() - r.last_drift_time
+    acted = ", ".join(f"{k} {v}" for k, v in sorted(r.adaptations.items())) or "none"
+    return (f"{drifts} detected (last {ago:.0f}s ago); adapted: {acted}; on concept "
+            f"{r.concept_id} of {r.concepts_known} known, {r.concept_reuse} recalled")

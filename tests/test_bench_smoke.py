@@ -30,13 +30,15 @@ def test_throughput_bench_quick_writes_complete_json(tmp_path, capsys):
     assert res["raw_consume"]["events"] == 4_000 and _positive(res["raw_consume"]["rate"])
 
     runs = {(r["strategy"], r["batch_size"]) for r in res["daemon"]}
-    assert {("naive", 1024), ("replay", 1024), ("replay", 2048), ("continual", 1024)} <= runs
+    assert {("naive", 1024), ("replay", 1024), ("replay", 2048), ("replay-nodrift", 1024),
+            ("continual", 1024)} <= runs
     for r in res["daemon"]:
         assert r["events"] == 4_000 and r["learned"] + r["held_out"] == 4_000 and r["rejected"] == 0
         assert _positive(r["rate"]) and _positive(r["ratio_to_raw"])
         assert 0.0 < r["accuracy"] <= 1.0
 
-    assert {r["strategy"] for r in res["learner_core"]} == {"naive", "replay", "continual"}
+    assert {r["strategy"] for r in res["learner_core"]} == {"naive", "replay", "replay-nodrift",
+                                                           "continual"}
     for r in res["learner_core"]:
         assert r["events"] == 4_000 and _positive(r["rate"]) and 0.0 < r["accuracy"] <= 1.0
 
@@ -57,6 +59,6 @@ def test_throughput_bench_quick_writes_complete_json(tmp_path, capsys):
         assert _positive(lat[key]), key
     assert lat["p50_seconds"] <= lat["p99_seconds"] <= lat["max_seconds"]
 
-    assert len(res["bars"]) == 5 and all(isinstance(b["passed"], bool) for b in res["bars"])
+    assert len(res["bars"]) == 6 and all(isinstance(b["passed"], bool) for b in res["bars"])
     printed = capsys.readouterr().out
     assert "raw kafka-python consume" in printed and "Bars" in printed

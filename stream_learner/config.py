@@ -206,7 +206,7 @@ class DriftSettings(_Section):
         "adwin", description="river detector on random projections of the standardised "
         "features (covariate drift; labeled and unlabeled events).")
     input_projections: int = Field(3, ge=1, le=16, description="Random projections watched.")
-    input_summary_events: int = Field(32, ge=1, description="Projections are averaged over "
+    input_summary_events: int = Field(64, ge=1, description="Projections are averaged over "
                                       "this many events before the detector sees them (cost).")
     warmup_events: int = Field(2_000, ge=0, description="Learned events before detectors are "
                                "fed: the first learning curve is not a drift.")
@@ -243,7 +243,7 @@ class AdaptSettings(_Section):
                                "over the current model on the window to be switched to.")
     pool_decide_events: int = Field(128, ge=16, description="Labeled events after a drift "
                                     "that the pool is scored on before it decides.")
-    pool_check_events: int = Field(500, ge=0, description="Also score the pool every this many "
+    pool_check_events: int = Field(2_000, ge=0, description="Also score the pool every this many "
                                    "learned events (0 = only on drifts).")
 
 

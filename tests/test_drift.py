@@ -153,3 +153,22 @@ def test_input_drift_is_seen_without_labels():
     assert fired >= 1
     assert lrn.drift.monitor.drifts.get("input:adwin", 0) >= 1
     assert "error:adwin" not in lrn.drift.monitor.drifts    # no labels: no error drift
+
+
+def test_the_adwin_fast_path_detects_exactly_where_rivers_update_does():
+    """detectors.feed calls ADWIN's Rust core directly; river's own update() loop is the
+    reference, on a long error stream with several changes."""
+    from river import drift
+    rng = np.random.default_rng(3)
+    rates = np.repeat([0.05, 0.4, 0.1, 0.6, 0.05], 4000)
+    values = (rng.random(rates.size) < rates).astype(float).tolist()
+    reference, ref_hits = drift.ADWIN(), []
+    for i, v in enumerate(values):
+        reference.update(v)
+        if reference.drift_detected:
+            ref_hits.append(i)
+    fast, hits = detectors.make("adwin"), []
+    for start in range(0, len(values), 1000):       # in batches, as the monitor feeds it
+        hits += [start + i for i, _ in detectors.feed(fast, values[start:start + 1000])]
+    assert len(ref_hits) >= 4 and hits == ref_hits
+    assert fast.width == reference.width and fast.drift_detected == reference.drift_detected

@@ -82,19 +82,17 @@ class DriftMonitor:
         mean training loss (NaN: none yet; see :meth:`update_loss`)."""
         found: list[Signal] = []
         det = self.error
-        if det is not None:
-            warn = detectors.has_warnings(det)
-            start = 0
-            for i, e in enumerate(errors.tolist()):
-                det.update(float(e))
-                if det.drift_detected:
-                    found.append(self._on_error_drift(errors[start:i + 1]))
-                    start = i + 1
-                elif warn and det.warning_detected:
-                    found.append(self._count("warning", "error", self.cfg.detector))
-            self._track(errors[start:])
-        else:
+        if det is None:
             self._track(errors)
+            return found + self.update_loss(loss)
+        start = 0
+        for i, kind in detectors.feed(det, errors.astype(np.float64).tolist()):
+            if kind == "drift":
+                found.append(self._on_error_drift(errors[start:i + 1]))
+                start = i + 1
+            else:
+                found.append(self._count("warning", "error", self.cfg.detector))
+        self._track(errors[start:])
         return found + self.update_loss(loss)
 
     def update_loss(self, loss: float) -> list[Signal]:
@@ -125,9 +123,8 @@ class DriftMonitor:
         summary = z[:n].reshape(-1, m, z.shape[1]).mean(1).cpu().numpy()   # [n/m, k]
         fired = False
         for j, det in enumerate(self.inputs):
-            for v in summary[:, j].tolist():
-                det.update(v)
-                fired = fired or bool(det.drift_detected)
+            fired = any(kind == "drift" for _, kind in
+                        detectors.feed(det, summary[:, j].tolist())) or fired
         return [self._count("drift", "input", self.cfg.input_detector)] if fired else []
 
     def restart_error(self) -> None:

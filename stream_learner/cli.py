@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     brk.set_defaults(func=cmd_broker)
 
     bench = sub.add_parser("bench", help="run a benchmark; prints a table, writes JSON")
-    bench.add_argument("name", choices=["throughput", "continual"])
+    bench.add_argument("name", choices=["throughput", "continual", "drift"])
     bench.add_argument("--out", type=Path, default=None)
     bench.add_argument("--quick", action="store_true", help="smaller run for smoke tests")
     bench.set_defaults(func=cmd_bench)

@@ -241,7 +241,7 @@ class AdaptSettings(_Section):
                              "on (kept on the device, in the checkpoint).")
     pool_margin: float = Field(0.03, ge=0, le=1, description="Accuracy a snapshot must gain "
                                "over the current model on the window to be switched to.")
-    pool_decide_events: int = Field(128, ge=16, description="Labeled events after a drift "
+    pool_decide_events: int = Field(256, ge=16, description="Labeled events after a drift "
                                     "that the pool is scored on before it decides.")
     pool_check_events: int = Field(2_000, ge=0, description="Also score the pool every this many "
                                    "learned events (0 = only on drifts).")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("throughput", "continual")
+BENCHMARKS = ("throughput", "continual", "drift")
 
 
 def run_benchmark(name: str, out: Path | str | None = None, quick: bool = False,
@@ -21,6 +21,9 @@ def run_benchmark(name: str, out: Path | str | None = None, quick: bool = False,
     if name == "continual":
         from .continual import main as continual_main
         return continual_main(out=Path(out) if out is not None else None, quick=quick, **options)
+    if name == "drift":
+        from .drift import main as drift_main
+        return drift_main(out=Path(out) if out is not None else None, quick=quick, **options)
     raise ValueError(f"unknown benchmark {name!r}; choose one of {list(BENCHMARKS)}")
 
 

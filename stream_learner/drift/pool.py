@@ -8,10 +8,13 @@ snapshot and the model are scored on *those* events (at most ``adapt.pool_window
 window reaching back before the drift would favour the concept that just ended.  The
 model is scored by its prequential hits on them (predicted before it learned them; its
 accuracy after learning them is a training score).  A snapshot is recalled when it beats
-those hits by ``adapt.pool_margin`` *and* scores within :data:`RECALL_TOLERANCE` of its
-own prequential accuracy when it was saved: the concept is really back, not merely less
-wrong than a model that is lost too (recalling then would let the next drift overwrite
-that concept's snapshot).  It is loaded into the model (its weights and
+those hits by ``adapt.pool_margin`` *and* its accuracy on them is statistically no
+worse than its own prequential accuracy when it was saved (within two standard errors,
+at least :data:`RECALL_TOLERANCE`): the concept is really back, not merely less wrong
+than a model that is lost too; a wrong recall would let the next drift overwrite that
+concept's snapshot.  The concept that just ended is not a candidate at that decision
+(the detector says the world moved away from it; right after the boost's resets the
+model can briefly score below it even so).  It is loaded into the model (its weights and
 its standardisation; head rows of classes it never knew keep the current ones) and
 becomes ``current``: a concept that came back is *recalled* instead of relearned.  Every
 ``adapt.pool_check_events`` learned events the same scoring runs on the whole window
@@ -36,6 +39,7 @@ True
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,8 +49,9 @@ from torch import nn
 from ..model import MLP
 
 
-RECALL_TOLERANCE = 0.1
-"""How far below its accuracy at save time a snapshot may score and still be recalled."""
+RECALL_TOLERANCE = 0.02
+"""The least shortfall from its accuracy at save time that a recalled snapshot may show
+(the allowed shortfall is two standard errors of the difference, at least this)."""
 
 
 @dataclass
@@ -55,11 +60,13 @@ class Entry:
     model: nn.Module
     last_used: int
     reference: float = 1.0      # the model's prequential accuracy on the window when saved
+    reference_n: int = 0        # ...over this many events
 
 
 class ConceptPool:
     def __init__(self, size: int, window: int, margin: float, device: torch.device) -> None:
         self.pending = False      # a drift waits for its decision
+        self.ended = -1           # the concept that ended at that drift
         self.post = 0             # labeled events remembered since that drift's batch
         self.size, self.window, self.margin = int(size), int(window), float(margin)
         self.device = device
@@ -114,6 +121,7 @@ class ConceptPool:
         not evidence for the decision (some may predate the change).
         """
         self._save(model)
+        self.ended = self.current
         self.current, self.next_id = self.next_id, self.next_id + 1
         self.pending, self.post = True, -int(batch)
 
@@ -123,7 +131,8 @@ class ConceptPool:
             return None
         window = self.recent(self.post)
         self.pending, self.post = False, 0
-        return None if window is None else self._better_than(model, *window)
+        return None if window is None else self._better_than(model, *window,
+                                                             exclude=self.ended)
 
     def check(self, model: nn.Module) -> Entry | None:
         """Without a drift: a snapshot to switch to (the model is saved first), if any."""
@@ -156,13 +165,14 @@ class ConceptPool:
         self.reuse += 1
 
     def _better_than(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     hit: torch.Tensor) -> Entry | None:
+                     hit: torch.Tensor, exclude: int = -1) -> Entry | None:
         best, best_acc = None, float(hit.float().mean()) + self.margin
+        n = int(y.shape[0])
         for entry in self.entries:
-            if entry.id == self.current:
+            if entry.id in (self.current, exclude):
                 continue
             acc = _accuracy(entry.model, x, y)
-            if acc > best_acc and acc >= entry.reference - RECALL_TOLERANCE:
+            if acc > best_acc and acc >= entry.reference - _shortfall(entry, acc, n):
                 best, best_acc = entry, acc
         return best
 
@@ -171,11 +181,13 @@ class ConceptPool:
         snap = _frozen(copy.deepcopy(model))
         window = self.recent()
         reference = float(window[2].float().mean()) if window is not None else 1.0
+        ref_n = int(window[2].shape[0]) if window is not None else 0
         for entry in self.entries:
             if entry.id == self.current:
-                entry.model, entry.last_used, entry.reference = snap, self.tick, reference
+                entry.model, entry.last_used = snap, self.tick
+                entry.reference, entry.reference_n = reference, ref_n
                 return
-        self.entries.append(Entry(self.current, snap, self.tick, reference))
+        self.entries.append(Entry(self.current, snap, self.tick, reference, ref_n))
         if len(self.entries) > self.size:
             victim = min((e for e in self.entries if e.id != self.current),
                          key=lambda e: e.last_used)
@@ -185,6 +197,7 @@ class ConceptPool:
     def state_dict(self) -> dict[str, Any]:
         return {
             "entries": [{"id": e.id, "last_used": e.last_used, "reference": e.reference,
+                         "reference_n": e.reference_n,
                          "n_features": int(getattr(e.model, "n_features")),
                          "hidden": [int(h) for h in getattr(e.model, "hidden")],
                          "weights": {k: v.detach().cpu().clone()
@@ -192,7 +205,7 @@ class ConceptPool:
                         for e in self.entries],
             "current": self.current, "next_id": self.next_id, "reuse": self.reuse,
             "tick": self.tick, "pos": self._pos, "filled": self._filled, "post": self.post,
-            "pending": self.pending,
+            "pending": self.pending, "ended": self.ended,
             "x": None if self._x is None else self._x.cpu().clone(),
             "y": None if self._y is None else self._y.cpu().clone(),
             "hit": None if self._hit is None else self._hit.cpu().clone(),
@@ -204,7 +217,8 @@ class ConceptPool:
             net = MLP(int(e["n_features"]), tuple(int(h) for h in e["hidden"]))
             net.load_state_dict(e["weights"])
             self.entries.append(Entry(int(e["id"]), _frozen(net.to(self.device)),
-                                      int(e["last_used"]), float(e["reference"])))
+                                      int(e["last_used"]), float(e["reference"]),
+                                      int(e["reference_n"])))
         self.entries = sorted(self.entries, key=lambda e: e.last_used)[-self.size:]
         self.current, self.next_id = int(state["current"]), int(state["next_id"])
         self.reuse, self.tick = int(state["reuse"]), int(state["tick"])
@@ -214,10 +228,18 @@ class ConceptPool:
             self._hit = state["hit"].to(self.device)
             self._pos, self._filled = int(state["pos"]), int(state["filled"])
             self.post, self.pending = int(state["post"]), bool(state["pending"])
+            self.ended = int(state["ended"])
         else:                   # pool_window changed: start the window afresh
             self._x = self._y = self._hit = None
             self._pos = self._filled = 0
             self.post, self.pending = 0, False
+
+
+def _shortfall(entry: Entry, acc: float, n: int) -> float:
+    """Two standard errors of (accuracy at save time - accuracy now), at least the floor."""
+    ref, m = entry.reference, max(entry.reference_n, 1)
+    se = math.sqrt(ref * (1 - ref) / m + acc * (1 - acc) / max(n, 1))
+    return max(RECALL_TOLERANCE, 2.0 * se)
 
 
 @torch.no_grad()

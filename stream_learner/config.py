@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
                                YamlConfigSettingsSource)
@@ -215,6 +215,20 @@ class DriftSettings(_Section):
     new_class_grace_events: int = Field(2_000, ge=0, description="Errors on a class first seen "
                                         "fewer than this many learned events ago are not fed "
                                         "to the error detector: a new class is not a drift.")
+
+
+    @model_validator(mode="after")
+    def _detector_accepts_params(self) -> "DriftSettings":
+        # A typo in detector_params must stop the daemon at start-up with a clear message,
+        # not as a TypeError from river inside the learner.
+        if self.detector != "none" and self.detector_params:
+            from .drift.detectors import make
+            try:
+                make(self.detector, self.detector_params)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"drift.detector_params {self.detector_params} do not fit "
+                                 f"river's {self.detector}: {exc}") from None
+        return self
 
 
 class AdaptSettings(_Section):

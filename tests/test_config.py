@@ -222,3 +222,15 @@ def test_run_with_bad_config_fails_with_one_line(tmp_path):
     assert proc.returncode != 0
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
     assert "topik" in proc.stderr and "batch.size" in proc.stderr
+
+
+def test_bad_drift_detector_params_fail_at_start_with_one_line(tmp_path):
+    cfg = _write(tmp_path, "kafka:\n  bootstrap_servers: h:1\n"
+                           "drift:\n  detector: adwin\n  detector_params: {deltaa: 0.001}\n")
+    proc = subprocess.run([str(CLI), "run", "--config", str(cfg)], capture_output=True,
+                          text=True, env=_clean_environ(), cwd=tmp_path, timeout=60)
+    assert proc.returncode != 0
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "detector_params" in proc.stderr and "deltaa" in proc.stderr
+    ok = Settings(drift={"detector": "page_hinkley", "detector_params": {"threshold": 20}})
+    assert ok.drift.detector_params == {"threshold": 20}

@@ -94,6 +94,7 @@ class DriftConfig:
     torch_threads: int = 1
     seed: int = 42                     # streams
     model_seed: int = 0                # model.seed of ours
+    step_size: int = 0                 # model.step_size of ours (0 = the daemon's default)
 
     @classmethod
     def build(cls, quick: bool, **overrides: Any) -> "DriftConfig":
@@ -122,6 +123,8 @@ def config_settings(config: str, cfg: DriftConfig) -> dict[str, Any]:
         "model": {"device": cfg.device, "threads": cfg.torch_threads, "seed": cfg.model_seed},
         "probes": {"per_class": 0},
     }
+    if cfg.step_size:
+        sections["model"]["step_size"] = cfg.step_size
     if config in ("no-adapt", "none"):
         sections["adapt"] = {"boost": False, "pool": False, "consolidate": False}
     if config == "none":

@@ -119,6 +119,13 @@ def _same_report(a: Learner, b: Learner) -> bool:
         ra.concept_reuse == rb.concept_reuse and ra.concept_id == rb.concept_id
 
 
+def test_config_offers_exactly_the_registered_detectors():
+    from typing import get_args
+
+    from stream_learner.config import DetectorName
+    assert set(get_args(DetectorName)) == set(detectors.NAMES)
+
+
 @pytest.mark.parametrize("name", detectors.NAMES)
 def test_every_detector_is_rivers_and_round_trips(name):
     det = detectors.make(name)

@@ -12,6 +12,12 @@ from typing import Any, Callable
 
 ENV_PREFIX = "STREAM_LEARNER_BENCH_"
 
+ADAPT_OFF = {"adapt": {"boost": False, "pool": False, "consolidate": False}}
+"""Settings sections: drift detectors still run, no adaptation policy acts."""
+DRIFT_OFF = {"drift": {"detector": "none", "loss_detector": "none", "input_detector": "none"},
+             **ADAPT_OFF}
+"""Settings sections: no drift detection and no adaptation at all."""
+
 
 def apply_options(cfg: Any, overrides: dict[str, Any], label: str,
                   str_tuples: tuple[str, ...] = ()) -> Any:

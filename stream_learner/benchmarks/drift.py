@@ -56,7 +56,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .common import apply_options, machine_info, progress, write_and_report
+from .common import (ADAPT_OFF, DRIFT_OFF, apply_options, machine_info, progress,
+                     write_and_report)
 from .drift_streams import ALL_STREAMS, PUBLISHED_ARF, Drift, Stream
 from .drift_streams import build as build_stream
 
@@ -125,11 +126,10 @@ def config_settings(config: str, cfg: DriftConfig) -> dict[str, Any]:
     }
     if cfg.step_size:
         sections["model"]["step_size"] = cfg.step_size
-    if config in ("no-adapt", "none"):
-        sections["adapt"] = {"boost": False, "pool": False, "consolidate": False}
+    if config == "no-adapt":
+        sections.update(ADAPT_OFF)
     if config == "none":
-        sections["drift"] = {"detector": "none", "loss_detector": "none",
-                             "input_detector": "none"}
+        sections.update(DRIFT_OFF)
     return sections
 
 

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import apply_options, machine_info, progress, write_and_report
+from .common import DRIFT_OFF, apply_options, machine_info, progress, write_and_report
 
 log = logging.getLogger(__name__)
 
@@ -422,8 +422,6 @@ def daemon_throughput(bootstrap: str, topic: str, n: int, strategy: str, batch_s
 
 NO_DRIFT = "-nodrift"
 """Suffix of a strategy label: the same strategy with no drift detection or adaptation."""
-DRIFT_OFF = {"drift": {"detector": "none", "loss_detector": "none", "input_detector": "none"},
-             "adapt": {"boost": False, "pool": False, "consolidate": False}}
 
 
 def strategy_sections(label: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..config import Settings
 from .adapter import POLICIES, DriftReport
+from .detectors import BINARY
 
 
 class DriftMetrics:
@@ -56,7 +57,7 @@ class DriftMetrics:
         d = settings.drift
         if d.detector != "none":
             self.detected.labels(d.detector, "error")
-            if d.detector in ("ddm", "eddm", "fhddm", "hddm_a", "hddm_w"):
+            if d.detector in BINARY:
                 self.warnings.labels(d.detector)
         if d.loss_detector != "none":
             self.detected.labels(d.loss_detector, "loss")

@@ -152,13 +152,9 @@ class ConceptPool:
                 src = params[name]
                 rows = min(src.shape[0], p.shape[0])
                 p[:rows].copy_(src[:rows])
-            buffers = dict(entry.model.named_buffers())
-            for name, b in model.named_buffers():
-                if name.startswith("scaler.") and name in buffers:
-                    b.copy_(buffers[name])
-        scaler = getattr(model, "scaler", None)
-        if scaler is not None:
-            scaler._cache = None
+        scaler, saved = getattr(model, "scaler", None), getattr(entry.model, "scaler", None)
+        if scaler is not None and saved is not None:
+            scaler.load_state_dict(saved.state_dict())   # also drops its derived cache
         self.tick += 1
         entry.last_used = self.tick
         self.current = entry.id

@@ -35,6 +35,7 @@ from .events import TOO_LARGE, DecodedBatch, EventDecoder
 from .kafka_io import Listener, ReliableProducer, make_consumer, make_producer
 from .learner_host import Learned, LearnerHost, Predicted, Result, make_learner_host
 from .metrics import Health, Metrics, MetricsServer
+from .pacing import StepPacer
 from .predictions import encode_predictions
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,9 @@ class Daemon:
         self.accuracy = PrequentialAccuracy(settings.metrics.rolling_window)
         self.loss = RollingMean(half_life=settings.metrics.rolling_window)
         self.counters = Counters()
+        m = settings.model
+        self.pacer = StepPacer(m.step_size, m.max_step_size, m.learn_budget, time.monotonic())
+        self.metrics.step_size.set(self.pacer.value)
         self.offsets: dict[TopicPartition, int] = {}     # next offset to process
         self.store = CheckpointStore(settings.checkpoint.dir, settings.checkpoint.keep)
         self.consumer: KafkaConsumer | None = None
@@ -304,11 +308,15 @@ class Daemon:
         labeled = np.fromiter((lab is not None for lab in batch.labels), bool, len(batch.labels))
         n_labeled = int(labeled.sum())
         if n_labeled:
+            step = self.pacer.update(backlogged=len(records) >= self.settings.batch.size,
+                                     now=time.monotonic())
+            self.metrics.step_size.set(step)
             if n_labeled == labeled.size:
-                self.learner.submit_learn(batch.x, batch.labels, ctx=batch.ts)  # type: ignore[arg-type]
+                x, labels, ts = batch.x, batch.labels, batch.ts
             else:
+                x, ts = batch.x[labeled], batch.ts[labeled]
                 labels = [lab for lab, m in zip(batch.labels, labeled) if m]
-                self.learner.submit_learn(batch.x[labeled], labels, ctx=batch.ts[labeled])  # type: ignore[arg-type]
+            self.learner.submit_learn(x, labels, ctx=ts, step_size=step)  # type: ignore[arg-type]
         if n_labeled < labeled.size:
             rows = np.flatnonzero(~labeled)
             ids = [batch.ids[r] for r in rows]
@@ -346,6 +354,7 @@ class Daemon:
         self.counters.learned += n
         self.metrics.events_learned.inc(n)
         self.metrics.update_duration.observe(result.seconds)
+        self.pacer.learned(result.seconds)
         m = self.metrics
         if result.held_out:
             self.counters.held_out += result.held_out

@@ -36,7 +36,9 @@ class Learner:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.device = select_device(settings.model.device)
-        self.step_size = settings.model.step_size
+        # New events per gradient step.  The daemon's pacer sets it per batch, between
+        # model.step_size (time to spare) and this, the size for learning at full rate.
+        self.step_size = settings.model.max_step_size
         self.warmup_events = settings.model.warmup_events
         self.seen = 0          # labeled events learned so far (drives the warm-up)
         self.labels = LabelMap()
@@ -180,13 +182,22 @@ class Learner:
             x, y = x[keep], y[keep]
         if self.model is not None and self.seen >= self.warmup_events:
             # prequential() split in two, so a drift this batch reveals is acted on
-            # before the batch is learned (see DriftAdapter.before_learning).
+            # between the events before its detection and those after.
             pred = self.predict_indices(x)[0]
-            self.drift.before_learning(x, y, pred)
-            stats = self.learn_tensors(x, y)
+            cut = self.drift.before_learning(x, y, pred)
+            if cut is None:
+                stats = self.learn_tensors(x, y)
+            else:
+                parts = [self.learn_tensors(x[:cut], y[:cut])] if cut else []
+                self.drift.adapt(x, y, pred, cut)
+                if cut < int(y.shape[0]):
+                    parts.append(self.learn_tensors(x[cut:], y[cut:]))
+                stats = UpdateStats.combine(parts)
         else:
             pred, stats = self.prequential(x, y)
-            self.drift.before_learning(x, y, pred)   # warm-up: the model learned them
+            cut = self.drift.before_learning(x, y, pred)   # warm-up: the model learned them
+            if cut is not None:
+                self.drift.adapt(x, y, pred, cut)
         self.drift.after_learning(x, y, pred, stats.loss)
         if self.model is not None:
             done = _consolidation_count(self.strategy)

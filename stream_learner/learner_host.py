@@ -104,6 +104,8 @@ class _Core:
         if kind == "learn":
             t0 = time.perf_counter()
             y = lrn.encode_labels(request[2])
+            if request[3] is not None:
+                lrn.step_size = request[3]
             keep, pred, stats = lrn.observe(lrn.to_tensor(request[1]), y)
             held_out = int(y.shape[0] - int(keep.sum()))
             if held_out:
@@ -147,7 +149,8 @@ class LearnerHost(Protocol):
     @property
     def in_flight(self) -> int: ...
 
-    def submit_learn(self, x: np.ndarray, labels: Sequence[Label], ctx: Any) -> None: ...
+    def submit_learn(self, x: np.ndarray, labels: Sequence[Label], ctx: Any,
+                     step_size: int | None = None) -> None: ...
 
     def submit_predict(self, x: np.ndarray, ctx: Any) -> None: ...
 
@@ -185,8 +188,9 @@ class InlineLearner:
         _apply_info(self.info, delta)
         self._done.append((ctx, result))
 
-    def submit_learn(self, x: np.ndarray, labels: Sequence[Label], ctx: Any) -> None:
-        self._run(("learn", x, labels), ctx)
+    def submit_learn(self, x: np.ndarray, labels: Sequence[Label], ctx: Any,
+                     step_size: int | None = None) -> None:
+        self._run(("learn", x, labels, step_size), ctx)
 
     def submit_predict(self, x: np.ndarray, ctx: Any) -> None:
         self._run(("predict", x), ctx)
@@ -307,8 +311,9 @@ class WorkerLearner:
             raise LearnerError(f"learner worker exited (code {self._proc.exitcode})") from exc
         self._pending.append(ctx)
 
-    def submit_learn(self, x: np.ndarray, labels: Sequence[Label], ctx: Any) -> None:
-        self._send(("learn", x, list(labels)), ctx)
+    def submit_learn(self, x: np.ndarray, labels: Sequence[Label], ctx: Any,
+                     step_size: int | None = None) -> None:
+        self._send(("learn", x, list(labels), step_size), ctx)
 
     def submit_predict(self, x: np.ndarray, ctx: Any) -> None:
         self._send(("predict", x), ctx)

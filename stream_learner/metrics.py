@@ -114,6 +114,9 @@ class Metrics:
         self.replay_buffer_events = Gauge(p + "replay_buffer_events",
                                           "Events held in the replay buffer.", registry=r)
         self.model_classes = Gauge(p + "model_classes", "Classes the model knows.", registry=r)
+        self.step_size = Gauge(p + "step_size_events", "New events per gradient step: "
+                               "model.step_size while keeping up, more under backlog.",
+                               registry=r)
         self.events_held_out = Counter(p + "events_held_out_total",
                                        "Events kept as forgetting probes, never learned.",
                                        registry=r)

@@ -37,6 +37,7 @@ def _settings(name: str) -> Settings:
     mer = name == "MER"
     return Settings(strategy={"name": "replay"},
                     model={"device": "cpu", "hidden": (32, 32), "step_size": 16 if mer else 32,
+                           "max_step_size": 16 if mer else 32,
                            "warmup_events": 0, "seed": 5},
                     replay={"capacity": 120, "batch_size": 4 if mer else 16},
                     mer={"inner_steps": 1})

@@ -58,6 +58,11 @@ def test_recovery_and_recurring_windows():
         [("A", 10, 20), ("B", 20, 30)]
     assert (r[0]["before_leaving"], r[0]["after_return"]) == (1.0, 0.0)
     assert (r[1]["before_leaving"], r[1]["after_return"]) == (0.0, 1.0)
+    # The settled half of the window: events 22-25 after A returns, 32-35 after B.
+    correct[20:22] = False
+    correct[22:25] = True
+    r = recurring_returns(correct, segs, 40, 5)
+    assert (r[0]["after_return"], r[0]["after_return_settled"]) == (0.6, 1.0)
 
 
 def test_drift_bench_quick_writes_complete_json(tmp_path):
@@ -105,7 +110,7 @@ def test_drift_bench_quick_writes_complete_json(tmp_path):
     rec = next(r for r in res["runs"] if r["stream"] == "recurring" and r["config"] == "adapt")
     assert [(x["concept"], x["returns_at"]) for x in rec["recurring"]] == [("A", 800)]
     assert all(0.0 <= x[k] <= 1.0 for x in rec["recurring"]
-               for k in ("before_leaving", "after_return"))
+               for k in ("before_leaving", "after_return", "after_return_settled"))
     kinds = {b["kind"] for b in res["bars"]}
     assert kinds == {"accuracy", "recovery", "recurring", "detection", "cost"}
     assert all(isinstance(b["passed"], bool) for b in res["bars"])

@@ -27,7 +27,7 @@ def _concept(rng: np.random.Generator, n: int, name: str, noise: float = 0.0):
 
 
 def _learner(**sections) -> Learner:
-    base = {"model": {"device": "cpu", "hidden": (32, 32), "step_size": 64},
+    base = {"model": {"device": "cpu", "hidden": (32, 32), "step_size": 64, "max_step_size": 64},
             "probes": {"per_class": 0}, "drift": {"warmup_events": 1000}}
     for key, value in sections.items():
         base[key] = {**base.get(key, {}), **value}
@@ -84,9 +84,10 @@ def test_the_pool_recalls_a_concept_when_it_comes_back():
     print(f"A before leaving {before.mean():.3f}; first 1000 after return: pool "
           f"{after.mean():.3f}, no pool {after_nopool.mean():.3f}")
     assert after.mean() > after_nopool.mean() + 0.05
-    # Detected in the first batch of A; decided pool_decide_events (128) later; the
-    # batches after that are predicted by the recalled model.
-    recalled_from = 10_000 + BATCH + lrn.settings.adapt.pool_decide_events
+    # Detected in the first batch of A, and recalled before that batch is learned (its
+    # events after the detection are evidence enough): every later batch is predicted
+    # by the recalled model.
+    recalled_from = 10_000 + BATCH
     settled = np.concatenate([h for t, _, h, _ in rows if recalled_from <= t < 11_000])
     print(f"from event {recalled_from} on: {settled.mean():.3f}")
     assert settled.mean() >= before.mean() - 0.02         # recalled, not relearned

@@ -37,6 +37,7 @@ def _run(bs: str, topic: str, tmp: Path, daemons: list, env: dict[str, str]) -> 
         "STREAM_LEARNER_STRATEGY__NAME": "continual",      # so consolidation can act
         "STREAM_LEARNER_BATCH__SIZE": "128",
         "STREAM_LEARNER_MODEL__STEP_SIZE": "64",
+        "STREAM_LEARNER_MODEL__MAX_STEP_SIZE": "64",
         "STREAM_LEARNER_PROBES__PER_CLASS": "0",
         "STREAM_LEARNER_DRIFT__WARMUP_EVENTS": "1000",
         **env})

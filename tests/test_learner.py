@@ -20,7 +20,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _settings(strategy: str = "replay", **model) -> Settings:
     return Settings(strategy={"name": strategy},
-                    model={"device": "cpu", "hidden": (32, 32), "step_size": 64, "seed": 0,
+                    model={"device": "cpu", "hidden": (32, 32), "step_size": 64,
+                           "max_step_size": 64, "seed": 0,
                            **model},
                     replay={"capacity": 4000, "batch_size": 64})
 

@@ -257,6 +257,7 @@ def _two_tasks(plugins: tuple[str, ...], memory: str, seed: int = 0) -> tuple[fl
     settings = Settings(strategy={"name": "continual", "memory": memory, "plugins": plugins,
                                   "meta": "none"},
                         model={"device": "cpu", "hidden": (32, 32), "step_size": 64,
+                               "max_step_size": 64,
                                "seed": seed, "warmup_events": 0},
                         replay={"capacity": 500, "batch_size": 1})
     lrn = Learner(settings)

@@ -127,7 +127,8 @@ def test_class_balanced_state_round_trips(tmp_path):
 # -- MER / La-MAML on a two-task stream ------------------------------------------------
 def _settings(strategy: dict, **extra) -> Settings:
     return Settings(strategy=strategy,
-                    model={"device": "cpu", "hidden": (32,), "step_size": 32, "seed": 0,
+                    model={"device": "cpu", "hidden": (32,), "step_size": 32,
+                           "max_step_size": 32, "seed": 0,
                            "warmup_events": 0},
                     replay={"capacity": 200, "batch_size": 32}, **extra)
 

@@ -233,7 +233,7 @@ def _forgetting(plugin: str, strength: float) -> tuple[float, float]:
     settings = Settings(
         strategy={"name": "continual", "memory": "none", "plugins": (plugin,), "meta": "none",
                   "consolidate_on_new_class": False, "consolidate_on_drift": False},
-        model={"device": "cpu", "hidden": (16, 16), "step_size": 32, "seed": 0,
+        model={"device": "cpu", "hidden": (16, 16), "step_size": 32, "max_step_size": 32, "seed": 0,
                "warmup_events": 0},
         **{plugin: {"strength": strength}})
     learner = Learner(settings)

@@ -86,7 +86,8 @@ def _settings(name: str) -> Settings:
     base, _, device = name.partition("@")
     return Settings(**{"strategy": CONFIGS[base],
                        "model": {"device": device or "cpu", "hidden": (16, 16),
-                                 "step_size": 32, "seed": 3, "warmup_events": 0},
+                                 "step_size": 32, "max_step_size": 32, "seed": 3,
+                                 "warmup_events": 0},
                        "replay": {"capacity": 300, "batch_size": 16},
                        **OVERRIDES.get(base, {})})
 

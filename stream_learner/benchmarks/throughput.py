@@ -447,6 +447,8 @@ def learner_core(X: np.ndarray, y: np.ndarray, strategy: str,
 
     settings = core_settings(strategy)
     learner = Learner(settings)
+    # The daemon's step size under backlog, which is what a rate measurement is.
+    learner.step_size = settings.model.max_step_size
     acc = PrequentialAccuracy(settings.metrics.rolling_window)
     labels = y.tolist()
     n = X.shape[0]

@@ -38,6 +38,7 @@ import torch
 
 from ..config import DriftSettings
 from . import detectors
+from .lagged import change_age
 
 RECENT = 1_000        # error bits kept: "accuracy before the drift" and the direction test
 DIRECTION_TAIL = 200  # the newest errors compared with the older ones of RECENT
@@ -53,6 +54,8 @@ class Signal:
     signal: str        # "error" | "loss" | "input"
     detector: str      # config name, e.g. "adwin"
     rising: bool       # the error rate went up (error signal only; True otherwise)
+    at: int = -1       # error signal: index in the batch of the event that fired it
+    age: int = 0       # error signal: events from the estimated change to that event
 
 
 class DriftMonitor:
@@ -64,6 +67,7 @@ class DriftMonitor:
         self.loss = (None if cfg.loss_detector == "none"
                      else detectors.make(cfg.loss_detector, None, seed))
         self.inputs: list[Any] = []              # one detector per projection, built lazily
+        self._folded: tuple[torch.Tensor, torch.Tensor] | None = None   # derived, not saved
         self.projection: torch.Tensor | None = None   # [d, k]
         self.center: torch.Tensor | None = None       # frozen standardisation
         self.scale: torch.Tensor | None = None
@@ -88,7 +92,7 @@ class DriftMonitor:
         start = 0
         for i, kind in detectors.feed(det, errors.astype(np.float64).tolist()):
             if kind == "drift":
-                found.append(self._on_error_drift(errors[start:i + 1]))
+                found.append(self._on_error_drift(errors[start:i + 1], i))
                 start = i + 1
             else:
                 found.append(self._count("warning", "error", self.cfg.detector))
@@ -114,13 +118,19 @@ class DriftMonitor:
             return []
         if self.projection is None:
             self._build_projection(x, model_scaler)
-        assert self.projection is not None and self.center is not None and self.scale is not None
-        z = ((x - self.center) / self.scale) @ self.projection            # [n, k]
         m = self.cfg.input_summary_events
-        n = (z.shape[0] // m) * m
+        n = (x.shape[0] // m) * m
         if n == 0:
             return []
-        summary = z[:n].reshape(-1, m, z.shape[1]).mean(1).cpu().numpy()   # [n/m, k]
+        if self._folded is None:
+            assert self.projection is not None and self.center is not None \
+                and self.scale is not None
+            # ((x - c) / s) @ P == x @ (P / s) - (c / s) @ P: one addmm per batch.
+            w = self.projection / self.scale[:, None]
+            self._folded = (w, -((self.center / self.scale) @ self.projection))
+        w, bias = self._folded
+        z = torch.addmm(bias, x[:n], w)                                   # [n, k]
+        summary = z.view(-1, m, z.shape[1]).mean(1).cpu().numpy()        # [n/m, k]
         fired = False
         for j, det in enumerate(self.inputs):
             fired = any(kind == "drift" for _, kind in
@@ -138,21 +148,23 @@ class DriftMonitor:
         self._losses = []
 
     # -- bookkeeping --------------------------------------------------------------------
-    def _on_error_drift(self, tail: np.ndarray) -> Signal:
+    def _on_error_drift(self, tail: np.ndarray, at: int) -> Signal:
         self._track(tail)
         recent = self._recent
         rising = True
         if recent.size > DIRECTION_TAIL:
             rising = bool(recent[-DIRECTION_TAIL:].mean() > recent[:-DIRECTION_TAIL].mean())
         if not rising:
-            return Signal("improvement", "error", self.cfg.detector, False)
-        self.accuracy_before = float(1.0 - recent.mean()) if recent.size else float("nan")
+            return Signal("improvement", "error", self.cfg.detector, False, at)
+        age = change_age(recent)
+        self.accuracy_before = float(1.0 - recent[:recent.size - age].mean()) \
+            if recent.size > age else float("nan")
         self.since_events = self.since_hits = 0
         self._recent = np.zeros(0, dtype=bool)
         self.last_drift_time = time.time()
         self.drifts[f"error:{self.cfg.detector}"] = self.drifts.get(
             f"error:{self.cfg.detector}", 0) + 1
-        return Signal("drift", "error", self.cfg.detector, rising)
+        return Signal("drift", "error", self.cfg.detector, rising, at, age)
 
     def _count(self, kind: str, signal: str, detector: str) -> Signal:
         book = self.drifts if kind == "drift" else self.warnings
@@ -215,6 +227,7 @@ class DriftMonitor:
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         same = list(state["config"]) == [self.cfg.detector, self.cfg.loss_detector,
                                          self.cfg.input_detector]
+        self._folded = None
         if same:        # a changed detector config starts its detectors afresh
             self.error = None if state["error"] is None else detectors.load(state["error"])
             self.loss = None if state["loss"] is None else detectors.load(state["loss"])

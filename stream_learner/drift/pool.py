@@ -2,10 +2,13 @@
 
 The model is always "on" a concept (``current``, an id).  At a drift the model is saved
 as that concept's snapshot and the stream is taken to be on a new concept (the next id).
-Once ``adapt.pool_decide_events`` labeled events have arrived after the batch that
-revealed the drift (that batch may still hold events of the old concept), every
-snapshot and the model are scored on *those* events (at most ``adapt.pool_window``): a
-window reaching back before the drift would favour the concept that just ended.  The
+The events after the drift (those of the revealing batch after the event that fired
+the detector, then every later batch; at most ``adapt.pool_window``) are the evidence:
+a window reaching back before the drift would favour the concept that just ended.
+From ``adapt.pool_early_events`` of them on, after every batch (the first look is at
+the revealing batch's events after the detection, before they are learned), a snapshot
+that is better by three standard errors is recalled at once; at
+``adapt.pool_decide_events`` the plain rule below decides, and the wait ends.  The
 model is scored by its prequential hits on them (predicted before it learned them; its
 accuracy after learning them is a training score).  A snapshot is recalled when it beats
 those hits by ``adapt.pool_margin`` *and* its accuracy on them is statistically no
@@ -29,10 +32,10 @@ window, all on the device.  Everything is in the checkpoint as plain tensors.
 >>> pool = ConceptPool(size=4, window=32, margin=0.05, device=torch.device("cpu"))
 >>> def events(n): return torch.randn(n, 2), torch.randint(0, 2, (n,)), torch.ones(n, dtype=torch.bool)
 >>> pool.remember(*events(40))
->>> pool.on_drift(net, batch=40); pool.current, len(pool.entries)
+>>> pool.on_drift(net, unseen=40); pool.current, len(pool.entries)
 (1, 1)
 >>> pool.remember(*events(40)); pool.remember(*events(40))
->>> pool.decide(net, after=16) is None   # nothing else to recall yet
+>>> pool.decide(net, early=16, after=32) is None   # nothing else to recall yet
 True
 """
 
@@ -95,10 +98,12 @@ class ConceptPool:
         assert self._y is not None and self._hit is not None
         if n >= self.window:
             x, y, hit, n = x[-self.window:], y[-self.window:], hit[-self.window:], self.window
-        idx = (torch.arange(n, device=x.device) + self._pos) % self.window
-        self._x[idx] = x
-        self._y[idx] = y
-        self._hit[idx] = hit
+        # At most two contiguous runs of the ring: slice copies, no index tensors.
+        first = min(n, self.window - self._pos)
+        for dst, src in ((self._x, x), (self._y, y), (self._hit, hit)):
+            dst[self._pos:self._pos + first] = src[:first]
+            if first < n:
+                dst[:n - first] = src[first:]
         self._pos = (self._pos + n) % self.window
         self._filled = min(self.window, self._filled + n)
         if self.pending:
@@ -114,25 +119,43 @@ class ConceptPool:
         return self._x[idx], self._y[idx], self._hit[idx]
 
     # -- decisions ----------------------------------------------------------------------
-    def on_drift(self, model: nn.Module, batch: int) -> None:
+    def on_drift(self, model: nn.Module, unseen: int, age: int = 0) -> None:
         """Save the model as the concept that just ended; the stream is on a new one.
 
-        Called before the ``batch`` events that revealed the drift are learned; they are
-        not evidence for the decision (some may predate the change).
+        Called once the first ``unseen`` events of the batch that revealed the drift (up
+        to the one that fired the detector) are learned: they are not evidence for the
+        decision, as some predate the change.  The rest, not learned yet, are.  ``age``:
+        the newest remembered events that followed the change (estimated), left out of
+        the snapshot's reference accuracy.
         """
-        self._save(model)
+        self._save(model, age)
         self.ended = self.current
         self.current, self.next_id = self.next_id, self.next_id + 1
-        self.pending, self.post = True, -int(batch)
+        self.pending, self.post = True, -int(unseen)
 
-    def decide(self, model: nn.Module, after: int) -> Entry | None:
-        """Once ``after`` events followed the drift: a snapshot to switch to, if any."""
-        if not self.pending or self.post < after:
+    def decide(self, model: nn.Module, early: int, after: int,
+               events: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+               ) -> Entry | None:
+        """While a drift waits for its decision: a snapshot to switch to, if any.
+
+        Scored on the events since the drift (or on ``events``: x, y, hits of the
+        revealing batch after the detection, not remembered yet).  From ``early`` events
+        on, a snapshot is chosen only if it beats the model by three standard errors
+        as well as the margin: the decision is looked at after every batch, and each
+        look is a chance for a wrong recall.  At ``after`` events the plain margin rule
+        decides, and the wait ends.
+        """
+        if not self.pending:
             return None
-        window = self.recent(self.post)
-        self.pending, self.post = False, 0
-        return None if window is None else self._better_than(model, *window,
-                                                             exclude=self.ended)
+        window = events if events is not None else self.recent(max(self.post, 0))
+        n = 0 if window is None else int(window[1].shape[0])
+        if window is None or n < early:
+            return None
+        final = events is None and n >= after
+        choice = self._better_than(model, *window, exclude=self.ended, strict=not final)
+        if choice is not None or final:
+            self.pending, self.post = False, 0
+        return choice
 
     def check(self, model: nn.Module) -> Entry | None:
         """Without a drift: a snapshot to switch to (the model is saved first), if any."""
@@ -161,21 +184,28 @@ class ConceptPool:
         self.reuse += 1
 
     def _better_than(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     hit: torch.Tensor, exclude: int = -1) -> Entry | None:
-        best, best_acc = None, float(hit.float().mean()) + self.margin
+                     hit: torch.Tensor, exclude: int = -1, strict: bool = False
+                     ) -> Entry | None:
+        hits = float(hit.float().mean())
+        best, best_acc = None, hits + self.margin
         n = int(y.shape[0])
         for entry in self.entries:
             if entry.id in (self.current, exclude):
                 continue
             acc = _accuracy(entry.model, x, y)
+            if strict and acc - hits < 3.0 * math.sqrt((acc * (1 - acc) + hits * (1 - hits))
+                                                       / max(n, 1)):
+                continue
             if acc > best_acc and acc >= entry.reference - _shortfall(entry, acc, n):
                 best, best_acc = entry, acc
         return best
 
-    def _save(self, model: nn.Module) -> None:
+    def _save(self, model: nn.Module, age: int = 0) -> None:
         self.tick += 1
         snap = _frozen(copy.deepcopy(model))
         window = self.recent()
+        if window is not None and age and window[2].shape[0] - age >= 16:
+            window = tuple(w[:-age] for w in window)   # type: ignore[assignment]
         reference = float(window[2].float().mean()) if window is not None else 1.0
         ref_n = int(window[2].shape[0]) if window is not None else 0
         for entry in self.entries:

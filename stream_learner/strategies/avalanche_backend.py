@@ -9,7 +9,8 @@ micro-batch handed to :meth:`AvalancheStrategy.update` becomes one
 ``current_experience`` = a running counter), and the strategy's unmodified training loop
 runs on it once (``template.train(exp, eval_streams=[])``):
 
-* per *mini-batch* (``train_mb_size = model.step_size`` events, shuffled within the
+* per *mini-batch* (``train_mb_size = model.max_step_size`` events, fixed when the
+  template is built, so the daemon's pacing does not reach it; shuffled within the
   micro-batch): the template's iteration -- plugin ``before_training_iteration`` /
   ``before_forward`` / ``before_backward`` (EWC penalty, MIR retrieval, A-GEM reference
   gradient) / ``after_backward`` (A-GEM projection) / optimiser step;

@@ -13,6 +13,7 @@ from typing import Sequence
 from pydantic import ValidationError
 
 from . import __version__
+from .benchmarks import BENCHMARKS
 from .config import describe_settings, load_settings
 from .logs import configure_logging
 
@@ -42,7 +43,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                      "--config (the embedded broker is only for `demo` and `broker`)")
     configure_logging(settings.log.level, settings.log.json_format)
     from .daemon import Daemon
-    daemon = Daemon(settings)
+    try:
+        daemon = Daemon(settings)
+    except (ValueError, OSError) as exc:      # e.g. an unreadable or bad federation key
+        return _fail(f"cannot start: {_one_line(exc)}")
     daemon.install_signal_handlers()
     try:
         port = daemon.start_http()
@@ -57,6 +61,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     except LearnerError as exc:
         return _fail(f"{exc} (no checkpoint written after it; a restart resumes from the "
                      "last one)", code=1)
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from .federation.keys import generate
+    try:
+        private, public = generate(args.out, args.name)
+    except (ValueError, OSError) as exc:
+        return _fail(str(exc))
+    print(f"private key: {private}\npublic key:  {public} (give this to the peers)")
+    return 0
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -151,8 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     brk.add_argument("--port", type=int, default=9092)
     brk.set_defaults(func=cmd_broker)
 
+    keys = sub.add_parser("keys", help="federation keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    gen = keys_sub.add_parser("generate", help="write NAME.key (private, 0600) and NAME.pub")
+    gen.add_argument("--name", required=True, help="peer id; peers allowlist NAME.pub")
+    gen.add_argument("--out", type=Path, default=Path("."), help="directory (default: .)")
+    gen.set_defaults(func=cmd_keys_generate)
+
     bench = sub.add_parser("bench", help="run a benchmark; prints a table, writes JSON")
-    bench.add_argument("name", choices=["throughput", "continual", "drift"])
+    bench.add_argument("name", choices=list(BENCHMARKS))
     bench.add_argument("--out", type=Path, default=None)
     bench.add_argument("--quick", action="store_true", help="smaller run for smoke tests")
     bench.set_defaults(func=cmd_bench)

@@ -78,7 +78,7 @@ class ModelSettings(_Section):
     lr: float = Field(1e-2, gt=0, description="Learning rate.")
     step_size: int = Field(8, ge=1, description="The fewest new events per gradient step, "
                            "used while the stream leaves the learner idle: spare compute "
-                           "becomes more steps, worth 4-27 accuracy points on drifting "
+                           "becomes more steps, worth 1-27 accuracy points on drifting "
                            "streams (bench drift). See learn_budget.")
     max_step_size: int = Field(256, ge=1, description="The most new events per gradient step: "
                                "under backlog (full micro-batches) or over learn_budget the "
@@ -289,6 +289,48 @@ class AdaptSettings(_Section):
                                    "learned events (0 = only on drifts).")
 
 
+class FederationSettings(_Section):
+    private_key_file: Path | None = Field(None, description="Our Ed25519 key (PEM, from "
+                                          "`stream-learner keys generate`). Federation is on "
+                                          "when this and at least one peer key are set.")
+    peer_id: str | None = Field(None, description="Our id in updates; peers list our public "
+                                "key under it. Default: the key file's stem.")
+    peers: dict[str, str] = Field(default_factory=dict, description="Allowlist: peer id -> "
+                                  "public key (base64) or the path of its .pub file.")
+    peers_dir: Path | None = Field(None, description="Allowlist directory: every NAME.pub in "
+                                   "it is peer NAME's key (a mounted Secret, say).")
+    topic: str | None = Field(None, description="Federation topic (default: kafka.topic + "
+                              "'.federation').")
+    every_events: int = Field(5_000, ge=1, description="Publish our model after this many "
+                              "learned events...")
+    every_seconds: float = Field(30.0, gt=0, description="...or this many seconds, whichever "
+                                 "comes first; each publication is also a merge round.")
+    aggregator: Literal["fedavg", "trimmed_mean", "median", "krum", "multi_krum"] = Field(
+        "trimmed_mean", description="How our model and the peers' latest are combined.")
+    trim: float = Field(0.25, ge=0, lt=0.5, description="trimmed_mean: share cut at each end.")
+    byzantine: int = Field(1, ge=0, description="krum/multi_krum: peers assumed malicious.")
+    mix: float = Field(0.5, ge=0, le=1, description="Merge: local = (1-mix) local + mix "
+                       "aggregate.")
+    proximal_mu: float = Field(0.01, ge=0, description="FedProx pull toward the last aggregate "
+                               "while learning locally (mu/2 * ||w - w_agg||^2): keeps local "
+                               "steps near the consensus without erasing a drift adaptation.")
+    staleness_exponent: float = Field(0.5, ge=0, description="A peer's weight is samples * "
+                                      "(1 + age in rounds) ** -exponent (FedAsync).")
+    max_age_seconds: float = Field(300.0, gt=0, description="Older updates are rejected "
+                                   "(stale); peers heard from within it count as live.")
+    max_distance: float = Field(1e3, gt=0, description="Reject a peer model farther than this "
+                                "(L2, in our frame) from ours: oversize_norm.")
+    float16: bool = Field(True, description="Send float32 weights as float16 (half the bytes).")
+    attack: Literal["none", "sign_flip", "noise"] = Field(
+        "none", description="For benchmarks and chaos tests only: publish a corrupted model "
+        "(sign_flip: the last aggregate minus 10x our update from it; noise: our weights plus "
+        "N(0, 10^2)), to show what robust aggregation withstands.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.private_key_file is not None and bool(self.peers or self.peers_dir)
+
+
 class CheckpointSettings(_Section):
     dir: Path = Field(Path("checkpoints"), description="Directory for checkpoints.")
     every_events: int = Field(50_000, ge=1, description="Checkpoint after this many events.")
@@ -330,6 +372,7 @@ class Settings(BaseSettings):
     probes: ProbeSettings = ProbeSettings()
     drift: DriftSettings = DriftSettings()
     adapt: AdaptSettings = AdaptSettings()
+    federation: FederationSettings = FederationSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()

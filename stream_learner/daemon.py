@@ -33,7 +33,8 @@ from .drift import DriftReport
 from .evaluation import PrequentialAccuracy, RollingMean
 from .events import TOO_LARGE, DecodedBatch, EventDecoder
 from .kafka_io import Listener, ReliableProducer, make_consumer, make_producer
-from .learner_host import Learned, LearnerHost, Predicted, Result, make_learner_host
+from .federation.transport import Federation
+from .learner_host import FedRound, Learned, LearnerHost, Predicted, Result, make_learner_host
 from .metrics import Health, Metrics, MetricsServer
 from .pacing import StepPacer
 from .predictions import encode_predictions
@@ -81,6 +82,13 @@ class Daemon:
             torch.set_num_threads(settings.model.threads)
         self.metrics = metrics or Metrics()
         self.health = Health(settings.metrics.stall_seconds)
+        # Before the learner worker starts: a bad key file stops start-up with one line.
+        self.federation: Federation | None = None
+        if settings.federation.enabled:
+            self.federation = Federation(settings, self.metrics.federation)
+        else:
+            log.info("federation off: set federation.private_key_file and peer keys "
+                     "(federation.peers or federation.peers_dir) to share updates")
         self.learner: LearnerHost = make_learner_host(settings)
         self.decoder = EventDecoder(settings.model.n_features, settings.model.feature_names,
                                     settings.kafka.max_event_bytes)
@@ -161,6 +169,8 @@ class Daemon:
                 if records:
                     self.process(records)
                 self._handle(self.learner.completed())
+                if self.federation is not None:
+                    self._federate(self.federation)
                 if time.monotonic() >= self._next_housekeeping:
                     self._housekeeping()
                 if self._checkpoint_due():
@@ -190,6 +200,8 @@ class Daemon:
             self.server.stop()
             self.server = None
         self.learner.close()
+        if self.federation is not None:
+            self.federation.close()
         log.info("stopped after %d events (%d learned, %d rejected)", self.counters.consumed,
                  self.counters.learned, self.counters.rejected_total)
 
@@ -205,6 +217,8 @@ class Daemon:
                     log.info("producer connected in %.1fs", time.monotonic() - t0)
                 if self.stopping:       # a SIGTERM while connecting: no group join
                     break
+                if self.federation is not None and self.federation.consumer is None:
+                    self.federation.connect()
                 self.consumer = make_consumer(self.settings)
                 self.consumer.subscribe([self.settings.kafka.topic],
                                         listener=Listener(self._on_revoked, self._on_assigned))
@@ -339,12 +353,25 @@ class Daemon:
         for ctx, result in results:
             if isinstance(result, Learned):
                 self._learned(result, ctx)
+            elif isinstance(result, FedRound):
+                assert self.federation is not None
+                self.federation.finish_round(result.snapshot, result.report)
             elif isinstance(result, Predicted):
                 self._publish_predictions(result, *ctx)
                 if result.drift is not None:
                     self.metrics.drift.apply(result.drift)
         if results:
             self._refresh_gauges()
+
+    def _federate(self, federation: Federation) -> None:
+        """Read the peers' updates; when a round is due, queue it behind the batches."""
+        try:
+            federation.poll()
+        except KafkaError as exc:
+            self.metrics.kafka_errors.labels("poll").inc()
+            log.warning("federation poll failed (%s); retrying", exc)
+        if federation.due(self.counters.learned):
+            self.learner.submit_federate(federation.start_round(self.counters.learned), None)
 
     def _learned(self, result: Learned, ts: np.ndarray) -> None:
         n = int(result.y.shape[0])

@@ -24,6 +24,7 @@ from torch import nn
 
 from .config import Settings
 from .drift import DriftAdapter
+from .federation.merge import Federated
 from .forgetting import ForgettingProbes
 from .labels import Label, LabelMap
 from .model import MLP, select_device
@@ -52,6 +53,10 @@ class Learner:
         self._consolidations = 0
         self.drift = DriftAdapter(settings, self)
         self._lr_factor = 1.0      # the optimiser's lr is model.lr times this
+        # FedProx: the last federation aggregate, pulled toward while learning locally.
+        self._anchor: dict[str, torch.Tensor] | None = None
+        self._mu = 0.0
+        self.federated = Federated(settings.federation, self)
         torch.manual_seed(settings.model.seed)
 
     # -- construction ------------------------------------------------------------
@@ -235,6 +240,8 @@ class Learner:
                 term = plugin.penalty(ctx)
                 if term is not None:
                     loss = loss + (term if scale == 1.0 else scale * term)
+        if self._anchor is not None:
+            loss = loss + self._proximal()
         loss.backward()
         if ctx is not None:
             for plugin in plugins:
@@ -248,6 +255,19 @@ class Learner:
             for plugin in plugins:
                 plugin.after_step(ctx)
         return loss.detach()
+
+    def set_proximal_anchor(self, anchor: dict[str, torch.Tensor] | None, mu: float) -> None:
+        """Pull local steps toward ``anchor`` (parameter name -> tensor) by
+        ``mu / 2 * ||w - anchor||^2``; a parameter whose shape changed since (a grown
+        head) is not pulled."""
+        self._anchor = None if anchor is None or mu == 0 else anchor
+        self._mu = float(mu)
+
+    def _proximal(self) -> torch.Tensor:
+        assert self.model is not None and self._anchor is not None
+        terms = [((p - a) ** 2).sum() for name, p in self.model.named_parameters()
+                 if (a := self._anchor.get(name)) is not None and a.shape == p.shape]
+        return 0.5 * self._mu * torch.stack(terms).sum() if terms else torch.zeros(())
 
     def _finite(self, loss: torch.Tensor) -> bool:
         # One host sync per step: the loss, and the gradients through their total norm.
@@ -273,6 +293,9 @@ class Learner:
             "probes": self.probes.state_dict(),
             "consolidations": self._consolidations,
             "drift": self.drift.state_dict(),
+            "proximal": None if self._anchor is None else
+            {"mu": self._mu, "anchor": _to_cpu(self._anchor)},
+            "federated": self.federated.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -288,7 +311,6 @@ class Learner:
             self.optimizer = self._make_optimizer(self.model.parameters())
             self.optimizer.load_state_dict(state["optimizer"])
         self.strategy.load_state_dict(state["strategy"])
-        torch.set_rng_state(state["torch_rng"])
         self.seen = int(state.get("seen", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))
         if "probes" in state:
@@ -296,7 +318,14 @@ class Learner:
             self._consolidations = int(state["consolidations"])
         if "drift" in state:
             self.drift.load_state_dict(state["drift"])
+        self.federated.load_state_dict(state.get("federated", {}))
+        prox = state.get("proximal")
+        self.set_proximal_anchor(None if prox is None else
+                                 {k: v.to(self.device) for k, v in prox["anchor"].items()},
+                                 0.0 if prox is None else float(prox["mu"]))
         self._apply_lr_factor(force=True)
+        # Last: rebuilding the drift monitor and the pool draws from the generator.
+        torch.set_rng_state(state["torch_rng"])
 
 
 def _consolidation_count(strategy: Any) -> int:

@@ -42,6 +42,7 @@ import torch
 
 from .config import Settings
 from .drift import DriftReport
+from .federation.merge import MergeReport, PeerModel, Snapshot
 from .labels import Label
 from .learner import Learner
 
@@ -77,7 +78,13 @@ class Predicted:
     drift: DriftReport | None = None   # input drift sees unlabeled events too
 
 
-Result = Union[Learned, Predicted]
+@dataclass(frozen=True)
+class FedRound:
+    snapshot: Snapshot | None    # our model to publish (None: nothing learned yet)
+    report: MergeReport          # what merging the peers' models did
+
+
+Result = Union[Learned, Predicted, FedRound]
 
 
 @dataclass
@@ -120,6 +127,10 @@ class _Core:
             idx, proba = lrn.predict_indices(x)
             result = Predicted(idx.cpu().numpy(), proba.cpu().numpy(),
                                lrn.drift.report() if lrn.drift.observe_inputs(x) else None)
+        elif kind == "federate":
+            # Snapshot first: what we publish is our own learning, not the peers' echo.
+            fed = lrn.federated
+            result = FedRound(fed.snapshot(), fed.merge(request[1]))
         elif kind == "state":
             buf = io.BytesIO()
             torch.save(lrn.state_dict(), buf)
@@ -153,6 +164,8 @@ class LearnerHost(Protocol):
                      step_size: int | None = None) -> None: ...
 
     def submit_predict(self, x: np.ndarray, ctx: Any) -> None: ...
+
+    def submit_federate(self, peers: list[PeerModel], ctx: Any) -> None: ...
 
     def completed(self, wait: bool = False) -> list[tuple[Any, Result]]: ...
 
@@ -194,6 +207,9 @@ class InlineLearner:
 
     def submit_predict(self, x: np.ndarray, ctx: Any) -> None:
         self._run(("predict", x), ctx)
+
+    def submit_federate(self, peers: list[PeerModel], ctx: Any) -> None:
+        self._run(("federate", peers), ctx)
 
     def completed(self, wait: bool = False) -> list[tuple[Any, Result]]:
         done, self._done = self._done, []
@@ -317,6 +333,9 @@ class WorkerLearner:
 
     def submit_predict(self, x: np.ndarray, ctx: Any) -> None:
         self._send(("predict", x), ctx)
+
+    def submit_federate(self, peers: list[PeerModel], ctx: Any) -> None:
+        self._send(("federate", peers), ctx)
 
     def completed(self, wait: bool = False) -> list[tuple[Any, Result]]:
         """Results ready now; with ``wait``, at least one if anything is in flight."""

@@ -20,6 +20,7 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 from .drift.export import DriftMetrics
+from .federation.export import FederationMetrics
 from .events import REJECT_REASONS
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class Metrics:
         self.build_info = Info(p + "build", "Version of stream-learner.", registry=r)
         self.model_info = Info(p + "model", "Strategy and device of the model.", registry=r)
         self.drift = DriftMetrics(r, p)
+        self.federation = FederationMetrics(r, p)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

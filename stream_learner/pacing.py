@@ -2,7 +2,7 @@
 
 A learner that keeps up with its stream has compute to spare, and more, smaller steps
 turn it into accuracy: on the drifting streams of ``bench drift``, 8 events per step
-instead of 256 is worth 4-27 points.  A learner that is behind must catch up, and big
+instead of 256 is worth 1-27 points.  A learner that is behind must catch up, and big
 steps are several times cheaper per event.  So the step size follows two signals:
 
 * a full micro-batch: the log held at least that many unread events (backlog): double;

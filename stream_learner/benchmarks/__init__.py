@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("throughput", "continual", "drift")
+BENCHMARKS = ("throughput", "continual", "drift", "federation")
 
 
 def run_benchmark(name: str, out: Path | str | None = None, quick: bool = False,
@@ -24,6 +24,10 @@ def run_benchmark(name: str, out: Path | str | None = None, quick: bool = False,
     if name == "drift":
         from .drift import main as drift_main
         return drift_main(out=Path(out) if out is not None else None, quick=quick, **options)
+    if name == "federation":
+        from .federation import main as federation_main
+        return federation_main(out=Path(out) if out is not None else None, quick=quick,
+                               **options)
     raise ValueError(f"unknown benchmark {name!r}; choose one of {list(BENCHMARKS)}")
 
 

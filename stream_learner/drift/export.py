@@ -33,7 +33,8 @@ class DriftMetrics:
                             "signal (events since the last drift for other detectors).",
                             registry=r)
         self.accuracy_before = Gauge(p + "accuracy_before_drift", "Prequential accuracy over "
-                                     "the 1000 events before the last drift.", registry=r)
+                                     "up to 1000 events before the last drift began "
+                                     "(estimated).", registry=r)
         self.accuracy_since = Gauge(p + "accuracy_since_drift",
                                     "Prequential accuracy since the last drift.", registry=r)
         self.adaptations = Counter(p + "drift_adaptations_total", "Adaptation policies that "

@@ -1,0 +1,313 @@
+"""Robust aggregation of flattened models: pure functions on tensors.
+
+Models come as a 2-D tensor ``X`` of shape ``[n, d]``, one flattened model per row
+(:func:`flatten` / :func:`unflatten` do the conversion).  Nothing here does I/O, keeps
+state or trusts a peer: which updates failed verification is decided by the caller and
+passed in (:func:`aggregate_results`).  Every function works on CPU and CUDA tensors,
+returns the input dtype and leaves its inputs untouched.
+
+>>> X = torch.tensor([[1., 1.], [2., 2.], [3., 3.], [100., -100.]])
+>>> median(X)
+tensor([2.5000, 1.5000])
+>>> aggregate("trimmed_mean", X, None, trim=0.25)
+tensor([2.5000, 1.5000])
+>>> fedavg(X[:3], [1., 1., 2.])
+tensor([2.2500, 2.2500])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import reduce
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+AGGREGATORS: tuple[str, ...] = ("fedavg", "trimmed_mean", "median", "krum", "multi_krum")
+
+Weights = Tensor | Sequence[float]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How a flat vector maps back to named tensors (order, shapes, dtypes)."""
+
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+    dtypes: tuple[torch.dtype, ...]
+
+    @property
+    def numel(self) -> int:
+        return sum(math.prod(s) for s in self.shapes)
+
+
+def flatten(params: Mapping[str, Tensor], keys: Sequence[str] | None = None,
+            dtype: torch.dtype | None = None) -> tuple[Tensor, Spec]:
+    """Concatenate ``params`` (in the mapping's order, or ``keys``' order) into one vector.
+
+    The vector's dtype is ``dtype`` or else the widest floating dtype among the tensors,
+    so float32 weights next to float64 buffers round-trip exactly.
+
+    >>> vec, spec = flatten({"w": torch.ones(2, 2), "b": torch.zeros(2)})
+    >>> vec.shape, spec.names
+    (torch.Size([6]), ('w', 'b'))
+    >>> unflatten(vec, spec)["w"]
+    tensor([[1., 1.],
+            [1., 1.]])
+    """
+    names = tuple(params) if keys is None else tuple(keys)
+    tensors = [params[k] for k in names]
+    if dtype is None:
+        floats = [t.dtype for t in tensors if t.is_floating_point()]
+        dtype = reduce(torch.promote_types, floats) if floats else torch.get_default_dtype()
+    spec = Spec(names, tuple(t.shape for t in tensors), tuple(t.dtype for t in tensors))
+    if not tensors:
+        return torch.zeros(0, dtype=dtype), spec
+    return torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors]), spec
+
+
+def unflatten(vec: Tensor, spec: Spec) -> dict[str, Tensor]:
+    """Split ``vec`` back into fresh tensors (no aliasing of ``vec``) of ``spec``'s shapes.
+
+    Integer entries are rounded first: an average of equal counts may come out as
+    ``4.9999`` in floating point and must not truncate to 4.
+
+    >>> vec, spec = flatten({"n": torch.tensor(5), "w": torch.ones(1)})
+    >>> unflatten(vec * (1 / 3) * 3, spec)["n"]
+    tensor(5)
+    """
+    if vec.dim() != 1 or vec.numel() != spec.numel:
+        raise ValueError(f"vector of shape {tuple(vec.shape)} does not match the spec "
+                         f"({spec.numel} values)")
+    out: dict[str, Tensor] = {}
+    for name, chunk, shape, dtype in zip(spec.names, vec.split([math.prod(s) for s in spec.shapes]),
+                                         spec.shapes, spec.dtypes):
+        if not dtype.is_floating_point and not dtype.is_complex:
+            chunk = chunk.round()
+        out[name] = chunk.reshape(shape).to(dtype, copy=True)
+    return out
+
+
+def _check(X: Tensor) -> int:
+    if X.dim() != 2 or X.shape[0] == 0:
+        raise ValueError(f"expected models as rows of a 2-D [n, d] tensor with n >= 1, "
+                         f"got shape {tuple(X.shape)}")
+    if not X.is_floating_point():
+        raise ValueError(f"expected a floating tensor, got {X.dtype}")
+    # A NaN would sort as the largest value and silently survive a trim; the caller
+    # must reject such updates (verification), so here it is an error.
+    finite = torch.isfinite(X).all(dim=1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten().tolist()
+        raise ValueError(f"non-finite values in row(s) {bad}")
+    return X.shape[0]
+
+
+def _wide(X: Tensor) -> Tensor:
+    """Accumulate half-precision models in float32 (sums of counts overflow float16)."""
+    return X if X.dtype in (torch.float32, torch.float64) else X.float()
+
+
+def fedavg(X: Tensor, weights: Weights | None = None) -> Tensor:
+    """Weighted mean of the rows (weights >= 0, e.g. samples x staleness; None = equal).
+
+    >>> fedavg(torch.tensor([[0., 0.], [4., 8.]]), [3, 1])
+    tensor([1., 2.])
+    """
+    n = _check(X)
+    if weights is None:
+        w = torch.ones(n, dtype=torch.float64, device=X.device)
+    else:
+        w = torch.as_tensor(weights, device=X.device).to(torch.float64).reshape(-1)
+    if w.shape[0] != n:
+        raise ValueError(f"{w.shape[0]} weights for {n} models")
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError("weights must be finite and >= 0")
+    total = float(w.sum())
+    if total <= 0:
+        raise ValueError("all weights are zero: nothing to average")
+    Xw = _wide(X)        # raw sample counts overflow float16
+    return ((w.to(Xw.dtype) @ Xw) / total).to(X.dtype)
+
+
+def trimmed_mean(X: Tensor, trim: float, weights: Weights | None = None) -> Tensor:
+    """Coordinate-wise mean after dropping the ``int(trim * n)`` lowest and highest values.
+
+    Same cut as ``scipy.stats.trim_mean``.  ``weights`` is accepted so that every
+    aggregator takes the same arguments, and ignored: a self-reported sample count would
+    let one peer buy back the influence the trim takes away.
+
+    >>> trimmed_mean(torch.tensor([[1.], [2.], [3.], [4.], [-50.]]), 0.2)
+    tensor([2.])
+    """
+    n = _check(X)
+    if not 0.0 <= trim < 0.5:
+        raise ValueError(f"trim must be in [0, 0.5), got {trim}")
+    k = int(trim * n)
+    kept = X.sort(dim=0).values[k:n - k]
+    return _wide(kept).mean(dim=0).to(X.dtype)
+
+
+def median(X: Tensor) -> Tensor:
+    """Coordinate-wise median; for even n the mean of the two middle values (numpy's).
+
+    ``torch.median`` returns the lower middle value instead, biased toward the low side.
+
+    >>> median(torch.tensor([[1., 5.], [2., 6.], [3., 0.], [9., 7.]]))
+    tensor([2.5000, 5.5000])
+    """
+    n = _check(X)
+    s = X.sort(dim=0).values
+    if n % 2:
+        return s[n // 2].clone()
+    return ((_wide(s[n // 2 - 1]) + _wide(s[n // 2])) / 2).to(X.dtype)
+
+
+def _sq_distances(X: Tensor) -> Tensor:
+    Xw = _wide(X)
+    # The matmul form (|a|^2 + |b|^2 - 2ab) cancels catastrophically for models that sit
+    # close together far from the origin, which is exactly the honest case.
+    d = torch.cdist(Xw, Xw, compute_mode="donot_use_mm_for_euclid_dist")
+    return d * d
+
+
+def krum_scores(X: Tensor, f: int) -> Tensor:
+    """Krum score of each row: sum of squared distances to its n - f - 2 nearest others.
+
+    >>> krum_scores(torch.tensor([[0.], [1.], [2.], [3.], [10.]]), f=1)
+    tensor([  5.,   2.,   2.,   5., 113.])
+    """
+    n = _check(X)
+    if f < 0:
+        raise ValueError(f"f must be >= 0, got {f}")
+    if n < 2 * f + 3:
+        raise ValueError(f"Krum with f={f} Byzantine peers needs n >= 2f + 3 = {2 * f + 3} "
+                         f"models, got n={n}")
+    d2 = _sq_distances(X)
+    d2.fill_diagonal_(math.inf)
+    return d2.sort(dim=1).values[:, : n - f - 2].sum(dim=1)
+
+
+def krum(X: Tensor, f: int) -> int:
+    """Index of the Krum choice (Blanchard et al. 2017): the row with the lowest score.
+
+    Needs ``n >= 2f + 3``; ties go to the lowest index.
+
+    >>> krum(torch.tensor([[0.], [1.], [2.], [3.], [10.]]), f=1)
+    1
+    """
+    return int(torch.argmin(krum_scores(X, f)))
+
+
+def multi_krum(X: Tensor, f: int, m: int | None = None) -> Tensor:
+    """Mean of the ``m`` best-scored rows (default ``n - f``); ``m=1`` is Krum's row.
+
+    >>> multi_krum(torch.tensor([[0.], [1.], [2.], [3.], [10.]]), f=1)   # m = 4
+    tensor([1.5000])
+    """
+    scores = krum_scores(X, f)
+    n = X.shape[0]
+    m = n - f if m is None else m
+    if not 1 <= m <= n:
+        raise ValueError(f"m must be in [1, n={n}], got {m}")
+    best = torch.argsort(scores, stable=True)[:m]
+    return _wide(X[best]).mean(dim=0).to(X.dtype)
+
+
+def clip_norms(X: Tensor, reference: Tensor, max_norm: float) -> Tensor:
+    """Scale each row's difference from ``reference`` down to an L2 norm <= ``max_norm``.
+
+    Rows already within the bound come back bit-for-bit unchanged.
+
+    >>> clip_norms(torch.tensor([[3., 4.], [0.1, 0.]]), torch.zeros(2), 1.0)
+    tensor([[0.6000, 0.8000],
+            [0.1000, 0.0000]])
+    """
+    _check(X)
+    if max_norm < 0:
+        raise ValueError(f"max_norm must be >= 0, got {max_norm}")
+    if reference.shape != X.shape[1:]:
+        raise ValueError(f"reference of shape {tuple(reference.shape)} for models of "
+                         f"shape {tuple(X.shape[1:])}")
+    ref = _wide(reference.to(X.device))
+    diff = _wide(X) - ref
+    norms = torch.linalg.vector_norm(diff, dim=1, keepdim=True)
+    over = norms > max_norm
+    scale = max_norm / torch.where(over, norms, torch.ones_like(norms))
+    return torch.where(over, (ref + diff * scale).to(X.dtype), X)
+
+
+def staleness_weight(age: float, exponent: float = 0.5) -> float:
+    """FedAsync's polynomial staleness discount ``(1 + age) ** -exponent``.
+
+    ``age`` is in the caller's unit (versions, rounds, seconds); a negative age (clock
+    skew) counts as fresh.
+
+    >>> staleness_weight(0), staleness_weight(3), staleness_weight(-2)
+    (1.0, 0.5, 1.0)
+    """
+    if math.isnan(age):
+        raise ValueError("age is NaN")
+    if exponent < 0:
+        raise ValueError(f"exponent must be >= 0, got {exponent}")
+    return (1.0 + max(age, 0.0)) ** -exponent
+
+
+def mix(local: Tensor, aggregate: Tensor, alpha: float) -> Tensor:
+    """``(1 - alpha) * local + alpha * aggregate`` in ``local``'s dtype; alpha in [0, 1].
+
+    ``alpha`` 0 and 1 return ``local`` and ``aggregate`` exactly (``torch.lerp``).
+
+    >>> mix(torch.tensor([0., 10.]), torch.tensor([10., 10.]), 0.25)
+    tensor([ 2.5000, 10.0000])
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if local.shape != aggregate.shape:
+        raise ValueError(f"shapes differ: {tuple(local.shape)} vs {tuple(aggregate.shape)}")
+    return torch.lerp(local, aggregate.to(device=local.device, dtype=local.dtype), alpha)
+
+
+def aggregate(name: str, X: Tensor, weights: Weights | None = None, *, trim: float = 0.2,
+              f: int = 1, m: int | None = None) -> Tensor:
+    """Dispatch to the aggregator ``name`` (one of :data:`AGGREGATORS`).
+
+    ``weights`` only matter to ``fedavg``: the robust aggregators ignore self-reported
+    counts.  ``trim`` is for ``trimmed_mean``; ``f`` and ``m`` for the Krums.
+
+    >>> aggregate("krum", torch.tensor([[0.], [1.], [2.], [3.], [10.]]), f=1)
+    tensor([1.])
+    >>> aggregate("mean", torch.zeros(1, 1))
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown aggregator 'mean'; choose one of fedavg, trimmed_mean, median, ...
+    """
+    if name == "fedavg":
+        return fedavg(X, weights)
+    if name == "trimmed_mean":
+        return trimmed_mean(X, trim)
+    if name == "median":
+        return median(X)
+    if name == "krum":
+        return X[krum(X, f)].clone()
+    if name == "multi_krum":
+        return multi_krum(X, f, m)
+    raise ValueError(f"unknown aggregator {name!r}; choose one of {', '.join(AGGREGATORS)}")
+
+
+def aggregate_results(name: str, results: Sequence[tuple[Tensor, float]],
+                      failures: Sequence[BaseException | str] = (), **kw: float | int | None
+                      ) -> Tensor:
+    """Aggregate the verified ``(flat model, weight)`` pairs; ``failures`` are never used.
+
+    Failures are an argument so that the caller decides, visibly, what was dropped.
+
+    >>> aggregate_results("fedavg", [(torch.ones(2), 1.0)], ["bad signature"])
+    tensor([1., 1.])
+    """
+    if not results:
+        raise ValueError(f"no results to aggregate ({len(failures)} failure(s))")
+    X = torch.stack([r for r, _ in results])
+    return aggregate(name, X, [float(w) for _, w in results], **kw)  # type: ignore[arg-type]

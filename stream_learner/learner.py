@@ -240,12 +240,12 @@ class Learner:
                 term = plugin.penalty(ctx)
                 if term is not None:
                     loss = loss + (term if scale == 1.0 else scale * term)
-        if self._anchor is not None:
-            loss = loss + self._proximal()
         loss.backward()
         if ctx is not None:
             for plugin in plugins:
                 plugin.after_backward(ctx)
+        if self._anchor is not None:
+            self._pull_toward_anchor()
         if not self._finite(loss):
             self.skipped_steps += 1
             self.optimizer.zero_grad(set_to_none=True)
@@ -263,11 +263,25 @@ class Learner:
         self._anchor = None if anchor is None or mu == 0 else anchor
         self._mu = float(mu)
 
-    def _proximal(self) -> torch.Tensor:
+    @torch.no_grad()
+    def _pull_toward_anchor(self) -> None:
+        """Add the gradient of ``mu / 2 * ||w - anchor||^2`` to the task gradient.
+
+        Two fused ops on the gradients, where the same term in the loss cost three
+        autograd ops per tensor, forward and backward, on every step (measured: the
+        largest part of federation's cost on a busy daemon).  The loss the detectors
+        see stays the task's.
+        """
         assert self.model is not None and self._anchor is not None
-        terms = [((p - a) ** 2).sum() for name, p in self.model.named_parameters()
-                 if (a := self._anchor.get(name)) is not None and a.shape == p.shape]
-        return 0.5 * self._mu * torch.stack(terms).sum() if terms else torch.zeros(())
+        params, anchors = [], []
+        for name, p in self.model.named_parameters():
+            a = self._anchor.get(name)
+            if a is not None and a.shape == p.shape and p.grad is not None:
+                params.append(p)
+                anchors.append(a)
+        if params:
+            diffs = torch._foreach_sub(params, anchors)
+            torch._foreach_add_([p.grad for p in params], diffs, alpha=self._mu)
 
     def _finite(self, loss: torch.Tensor) -> bool:
         # One host sync per step: the loss, and the gradients through their total norm.

@@ -132,10 +132,11 @@ def test_robust_aggregators_resist_one_attacker(n_honest: int, attack: str) -> N
         "krum": A.aggregate("krum", X, f=f),
         "multi_krum": A.aggregate("multi_krum", X, f=f, m=n - 1),
         "fedavg": A.aggregate("fedavg", X, torch.ones(n)),
+        "centered_clip": A.aggregate("centered_clip", X),      # around row 0, an honest one
     }
     dist = {k: float(torch.linalg.vector_norm(v - mean)) for k, v in got.items()}
     # An honest row is ~0.32 from the honest mean; the attack moves the mean by >60.
-    for name in ("median", "trimmed_mean", "krum", "multi_krum"):
+    for name in ("median", "trimmed_mean", "krum", "multi_krum", "centered_clip"):
         assert dist[name] < 0.5, dist
     assert dist["multi_krum"] < 1e-9                 # exactly the honest rows
     assert dist["fedavg"] > 50, dist
@@ -155,6 +156,24 @@ def test_clip_norms() -> None:
     assert torch.equal(A.clip_norms(X, ref, 0.0), ref.expand(3, 2))
     with pytest.raises(ValueError, match="max_norm"):
         A.clip_norms(X, ref, -1)
+
+
+def test_centered_clip_bounds_an_attacker_and_keeps_a_lone_peers_knowledge() -> None:
+    # Label skew: row 2 alone moved coordinate 2 (a class only it sees); row 3 attacks.
+    local = torch.zeros(3, dtype=torch.float64)
+    X = torch.stack([local, torch.tensor([1., 0., 0.]), torch.tensor([0., 0., 1.]),
+                     torch.tensor([0., -1e6, 0.])]).double()
+    out = A.centered_clip(X, local)
+    assert out[2] == pytest.approx(0.25)                      # kept, with a 1/n share
+    assert float(torch.linalg.vector_norm(out - A.fedavg(X[:3]) * 3 / 4)) <= 0.25 + 1e-12
+    assert abs(float(out[1])) <= 0.25 + 1e-12                 # the attacker: at most tau / n
+    assert A.trimmed_mean(X, 0.25)[2] == 0                    # a coordinate trim loses it
+    assert torch.equal(A.centered_clip(local.expand(2, 3), local), local)   # no movement
+    assert torch.equal(A.centered_clip(X, local, tau=0.0), local)
+    with pytest.raises(ValueError, match="tau"):
+        A.centered_clip(X, local, tau=-1.0)
+    with pytest.raises(ValueError, match="center of shape"):
+        A.centered_clip(X, torch.zeros(2))
 
 
 def test_staleness_weight() -> None:
@@ -181,7 +200,8 @@ def test_mix() -> None:
 
 def test_dispatcher_and_results() -> None:
     X = rows([0], [1], [2], [3], [10])
-    assert A.AGGREGATORS == ("fedavg", "trimmed_mean", "median", "krum", "multi_krum")
+    assert A.AGGREGATORS == ("fedavg", "trimmed_mean", "median", "krum", "multi_krum",
+                             "centered_clip")
     assert A.aggregate("median", X).tolist() == [2]
     assert A.aggregate("krum", X, f=1).tolist() == [1]
     assert A.aggregate("fedavg", X, [0, 0, 0, 0, 1]).tolist() == [10]

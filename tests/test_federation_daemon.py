@@ -10,15 +10,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from kafka import KafkaProducer
 
-from stream_learner.config import Settings
+from stream_learner.benchmarks.federation import checkpoint_accuracy, produce_paced
 from stream_learner.federation.keys import generate
-from stream_learner.learner import Learner
 from stream_learner.synth import encode_event, ensure_topics
 
-from conftest import DaemonProcess, latest_checkpoint, unique, wait_for
+from conftest import DaemonProcess, unique, wait_for
 
 N_CLASSES, DIM = 6, 4
 CENTERS = np.random.default_rng(7).normal(scale=2.5, size=(N_CLASSES, DIM))
@@ -31,14 +29,6 @@ def shard(k: int, n: int, seed: int, skew: float = 0.95) -> tuple[np.ndarray, np
     y = np.where(own, 2 * k + rng.integers(0, 2, n), rng.integers(0, N_CLASSES, n))
     x = CENTERS[y] + rng.normal(size=(n, DIM))
     return x.astype(np.float32), y
-
-
-def produce(bs: str, topic: str, x: np.ndarray, y: np.ndarray) -> None:
-    producer = KafkaProducer(bootstrap_servers=bs, linger_ms=5)
-    for i, (row, label) in enumerate(zip(x.tolist(), y.tolist())):
-        producer.send(topic, encode_event(row, f"c{label}", event_id=str(i)))
-    producer.flush()
-    producer.close()
 
 
 def keys_for(tmp: Path, names: list[str]) -> Path:
@@ -57,13 +47,6 @@ def fed_env(tmp: Path, name: str, peers: Path, fed_topic: str, **extra: str) -> 
             "STREAM_LEARNER_FEDERATION__EVERY_EVENTS": "400",
             "STREAM_LEARNER_FEDERATION__EVERY_SECONDS": "1",
             "STREAM_LEARNER_PROBES__PER_CLASS": "0", **extra}
-
-
-def accuracy(ckpt_dir: Path, x: np.ndarray, y: np.ndarray) -> float:
-    lrn = Learner(Settings(model={"device": "cpu"}))
-    lrn.load_state_dict(latest_checkpoint(ckpt_dir)["learner"])
-    labels, _ = lrn.predict(x)
-    return float(np.mean([p == f"c{t}" for p, t in zip(labels, y.tolist())]))
 
 
 def run_three(broker, daemons, tmp: Path, federated: bool) -> tuple[list[float], list[dict]]:
@@ -90,7 +73,7 @@ def run_three(broker, daemons, tmp: Path, federated: bool) -> tuple[list[float],
     for d in procs:
         wait_for(lambda d=d: d.metric("stream_learner_ready") == 1, 60, "daemon ready")
     # Live, paced production, so the three learn at the same time and merge mid-stream.
-    threads = [threading.Thread(target=lambda k=k, t=t: _paced(bs, t, *shard(k, n, k), 1000))
+    threads = [threading.Thread(target=produce_paced, args=(bs, t, *shard(k, n, k), 1000))
                for k, t in enumerate(topics)]
     for th in threads:
         th.start()
@@ -118,22 +101,11 @@ def run_three(broker, daemons, tmp: Path, federated: bool) -> tuple[list[float],
         assert d.terminate() == 0
     x_test, y_test = zip(*(shard(k, 600, 100 + k) for k in range(3)))
     # Accuracy of each model on the *other* sites' shards.
-    acc = [accuracy(tmp / name / "ckpt", np.concatenate([x_test[j] for j in range(3) if j != k]),
-                    np.concatenate([y_test[j] for j in range(3) if j != k]))
+    acc = [checkpoint_accuracy(tmp / name / "ckpt",
+                               np.concatenate([x_test[j] for j in range(3) if j != k]),
+                               np.concatenate([y_test[j] for j in range(3) if j != k]))
            for k, name in enumerate(names)]
     return acc, metrics
-
-
-def _paced(bs: str, topic: str, x: np.ndarray, y: np.ndarray, rate: float) -> None:
-    producer = KafkaProducer(bootstrap_servers=bs, linger_ms=5)
-    t0 = time.monotonic()
-    for i, (row, label) in enumerate(zip(x.tolist(), y.tolist())):
-        producer.send(topic, encode_event(row, f"c{label}", event_id=str(i)))
-        ahead = i / rate - (time.monotonic() - t0)
-        if ahead > 0.02:
-            time.sleep(ahead)
-    producer.flush()
-    producer.close()
 
 
 def test_three_daemons_converge_and_learn_each_others_classes(broker, daemons,

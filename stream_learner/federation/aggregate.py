@@ -25,7 +25,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
-AGGREGATORS: tuple[str, ...] = ("fedavg", "trimmed_mean", "median", "krum", "multi_krum")
+AGGREGATORS: tuple[str, ...] = ("fedavg", "trimmed_mean", "median", "krum", "multi_krum",
+                                "centered_clip")
 
 Weights = Tensor | Sequence[float]
 
@@ -239,6 +240,64 @@ def clip_norms(X: Tensor, reference: Tensor, max_norm: float) -> Tensor:
     return torch.where(over, (ref + diff * scale).to(X.dtype), X)
 
 
+def centered_clip(X: Tensor, center: Tensor, tau: float | None = None) -> Tensor:
+    """Centered clipping (Karimireddy, He & Jaggi, ICML 2021), one iteration:
+    ``center + mean_i clip(x_i - center, tau)``, with equal weights.
+
+    ``tau`` defaults to the median of the rows' distances from ``center`` that are not
+    zero (the caller's own model, passed as a row, sits at distance 0): with a minority
+    of attackers it is an honest peer's distance, so an attacker moves the result by at
+    most ``tau / n`` however far it sends its model.  Unlike a coordinate-wise trim, it
+    keeps what only one honest peer knows (the classes only it sees, under label skew).
+
+    >>> X = torch.tensor([[0., 0.], [1., 0.], [0., 1.], [-100., 0.]])
+    >>> centered_clip(X, X[0])          # tau = median(1, 1, 100) = 1
+    tensor([0.0000, 0.2500])
+    """
+    n = _check(X)
+    if center.shape != X.shape[1:]:
+        raise ValueError(f"center of shape {tuple(center.shape)} for models of "
+                         f"shape {tuple(X.shape[1:])}")
+    ref = _wide(center.to(X.device))
+    diff = _wide(X) - ref
+    norms = torch.linalg.vector_norm(diff, dim=1)
+    if tau is None:
+        moved = norms[norms > 0]
+        if moved.numel() == 0:
+            return center.to(device=X.device, dtype=X.dtype).clone()
+        tau = float(torch.quantile(moved, 0.5))
+    if tau < 0:
+        raise ValueError(f"tau must be >= 0, got {tau}")
+    scale = torch.clamp(tau / torch.clamp(norms, min=torch.finfo(norms.dtype).tiny), max=1.0)
+    return (ref + (diff * scale[:, None]).sum(0) / n).to(X.dtype)
+
+
+def far_outliers(X: Tensor, center: Tensor, factor: float, scale: float | None = None
+                 ) -> Tensor:
+    """Mask of the rows farther from ``center`` than ``factor`` x ``scale``, by default
+    the median distance of the rows that moved (distance > 0).
+
+    The caller's own model is the trusted ``center``: a peer that sends its model ten
+    times farther than the typical peer (a sign flip, noise) is dropped before a robust
+    aggregator sees it, where a coordinate-wise trim would still lean toward it.  With a
+    minority of attackers the median is an honest distance.  ``factor`` 0 drops nothing.
+
+    >>> X = torch.tensor([[0., 0.], [1., 0.], [0., 2.], [-30., 0.]])
+    >>> far_outliers(X, X[0], 3.0)      # median distance 2: 30 > 6
+    tensor([False, False, False,  True])
+    """
+    _check(X)
+    if factor < 0:
+        raise ValueError(f"factor must be >= 0, got {factor}")
+    dist = torch.linalg.vector_norm(_wide(X) - _wide(center.to(X.device)), dim=1)
+    moved = dist[dist > 0]
+    if factor == 0 or (scale is None and moved.numel() == 0):
+        return torch.zeros(X.shape[0], dtype=torch.bool, device=X.device)
+    if scale is None:
+        scale = float(torch.quantile(moved, 0.5))
+    return dist > factor * scale
+
+
 def staleness_weight(age: float, exponent: float = 0.5) -> float:
     """FedAsync's polynomial staleness discount ``(1 + age) ** -exponent``.
 
@@ -275,7 +334,8 @@ def aggregate(name: str, X: Tensor, weights: Weights | None = None, *, trim: flo
     """Dispatch to the aggregator ``name`` (one of :data:`AGGREGATORS`).
 
     ``weights`` only matter to ``fedavg``: the robust aggregators ignore self-reported
-    counts.  ``trim`` is for ``trimmed_mean``; ``f`` and ``m`` for the Krums.
+    counts.  ``trim`` is for ``trimmed_mean``; ``f`` and ``m`` for the Krums;
+    ``centered_clip`` clips around the first row (the caller's own model).
 
     >>> aggregate("krum", torch.tensor([[0.], [1.], [2.], [3.], [10.]]), f=1)
     tensor([1.])
@@ -294,6 +354,8 @@ def aggregate(name: str, X: Tensor, weights: Weights | None = None, *, trim: flo
         return X[krum(X, f)].clone()
     if name == "multi_krum":
         return multi_krum(X, f, m)
+    if name == "centered_clip":
+        return centered_clip(X, X[0])
     raise ValueError(f"unknown aggregator {name!r}; choose one of {', '.join(AGGREGATORS)}")
 
 

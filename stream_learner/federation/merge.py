@@ -69,6 +69,7 @@ class Federated:
         self.cfg = settings
         self.learner = learner
         self._seen_at_snapshot = 0
+        self._typical_distance = 0.0      # see _outlier_scale
 
     def snapshot(self) -> Snapshot | None:
         lrn = self.learner
@@ -96,6 +97,7 @@ class Federated:
         local_vec, spec = agg.flatten(local)
         rows = [local_vec]
         weights = [float(max(lrn.seen - self._seen_at_snapshot, 1))]
+        kept: list[PeerModel] = []                  # the peers behind rows[1:]
         for peer in peers:
             try:
                 framed = peer_in_local_frame(
@@ -112,6 +114,7 @@ class Federated:
                 _count(report, peer, "oversize_norm")
                 continue
             rows.append(vec)
+            kept.append(peer)
             weights.append(max(peer.samples, 1) *
                            agg.staleness_weight(peer.age, self.cfg.staleness_exponent))
         report.participants = len(rows) - 1
@@ -120,6 +123,16 @@ class Federated:
             return report
         X = torch.stack(rows)
         w = torch.tensor(weights, dtype=X.dtype, device=X.device)
+        if self.cfg.aggregator != "fedavg" and self.cfg.outlier_factor > 0:
+            far = agg.far_outliers(X, local_vec, self.cfg.outlier_factor,
+                                   self._outlier_scale(X[1:], local_vec))
+            for i in far.nonzero().flatten().tolist():
+                _count(report, kept[i - 1], "oversize_norm")
+            X, w = X[~far], w[~far]
+            report.participants = X.shape[0] - 1
+            if report.participants == 0:
+                report.seconds = time.perf_counter() - t0
+                return report
         aggregate = self._aggregate(X, w)
         report.distance = float(torch.linalg.vector_norm(local_vec - aggregate))
         mixed = agg.unflatten(agg.mix(local_vec, aggregate, self.cfg.mix), spec)
@@ -131,6 +144,21 @@ class Federated:
         report.merged = True
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _outlier_scale(self, peers: torch.Tensor, local: torch.Tensor) -> float:
+        """A typical honest peer's distance from us.  The median needs three peers to
+        outvote one attacker: asynchronous rounds often see fewer (at start-up, after a
+        restart), and the median of an honest and a far peer is half the far one.  With
+        two, the nearer; with one, the last round's scale that two or more gave."""
+        d = torch.linalg.vector_norm(peers.double() - local.double(), dim=1)
+        if d.numel() >= 3:
+            scale = float(d.median()) if d.numel() % 2 else float(torch.quantile(d, 0.5))
+        elif d.numel() == 2:
+            scale = float(d.min())
+        else:
+            return self._typical_distance or float(d[0])
+        self._typical_distance = scale
+        return scale
 
     def _aggregate(self, X: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         name, n = self.cfg.aggregator, X.shape[0]
@@ -144,6 +172,8 @@ class Federated:
             return agg.trimmed_mean(X, self.cfg.trim)
         if name == "median":
             return agg.median(X)
+        if name == "centered_clip":     # around our own model, row 0
+            return agg.centered_clip(X, X[0])
         if name == "krum":
             return X[agg.krum(X, self.cfg.byzantine)]
         return agg.multi_krum(X, self.cfg.byzantine, max(1, n - self.cfg.byzantine))
@@ -164,10 +194,12 @@ class Federated:
                 state[name] = value + 10.0 * torch.randn(value.shape, generator=gen)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seen_at_snapshot": self._seen_at_snapshot}
+        return {"seen_at_snapshot": self._seen_at_snapshot,
+                "typical_distance": self._typical_distance}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._seen_at_snapshot = int(state.get("seen_at_snapshot", 0))
+        self._typical_distance = float(state.get("typical_distance", 0.0))
 
 
 def _count(report: MergeReport, peer: PeerModel, reason: str) -> None:

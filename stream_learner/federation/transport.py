@@ -5,8 +5,8 @@ consumer (no group: every replica must see every peer, including the replicas of
 own learning group).  There is no coordinator.  Every ``federation.every_events``
 learned events or ``federation.every_seconds``, whichever comes first, the daemon
 queues a round on its learner (in order with the micro-batches): the learner returns a
-snapshot of its model, which is signed and published, and merges the freshest verified
-update of each live peer (:mod:`.merge`).  Signatures, the allowlist, replays,
+snapshot of its model, which is signed and published, and merges the latest verified
+update of every live peer (:mod:`.merge`).  Signatures, the allowlist, replays,
 staleness and malformed payloads are checked here, in the daemon, before anything
 reaches the learner (:mod:`.verify`); a rejected update is counted by reason and dropped.
 
@@ -36,6 +36,10 @@ REWIND = 32
 """Records per partition read back at start-up: the peers' recent updates, so a new
 daemon need not wait a whole period (older ones are rejected as stale, and counted)."""
 MAX_UPDATE_BYTES = 64 * 1024 * 1024
+POLL_INTERVAL_S = 0.2
+"""Peers publish every few seconds at most; a kafka-python poll costs the main loop
+about a millisecond, which polling once per loop paid hundreds of times a second
+(measured on a backlog at 17 rounds/s: 0.56x of the daemon's events/s, 0.85x at 5 Hz)."""
 
 
 class Federation:
@@ -52,8 +56,8 @@ class Federation:
                                  max_age_s=cfg.max_age_seconds,
                                  n_features=settings.model.n_features,
                                  hidden=tuple(settings.model.hidden))
-        # sender -> (its latest verified update, when it arrived); each update is merged
-        # in one round only, so an old model is not pulled toward again and again.
+        # sender -> (its latest verified update, when it arrived).  A round merges only
+        # when some peer sent something new since the last one.
         self.latest: dict[str, tuple[Update, float]] = {}
         self._fresh: set[str] = set()
         self.round = 0
@@ -64,6 +68,7 @@ class Federation:
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self._assigned = False
+        self._next_poll = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
     def connect(self) -> None:
@@ -99,7 +104,11 @@ class Federation:
 
     # -- reading --------------------------------------------------------------------------
     def poll(self) -> None:
-        """Read whatever peers published since the last call (never blocks)."""
+        """Read whatever peers published (never blocks; at most every POLL_INTERVAL_S)."""
+        mono = time.monotonic()
+        if mono < self._next_poll:
+            return
+        self._next_poll = mono + POLL_INTERVAL_S
         if self.consumer is None or (not self._assigned and not self._assign()):
             return
         m = self.metrics
@@ -139,10 +148,16 @@ class Federation:
         self._learned_at_round, self._last_round_time = learned, time.monotonic()
         self.in_flight = True
         self._refresh_peers()
+        if not self._fresh:           # nothing new since the last merge: no pull again
+            return []
+        # Every live peer's latest model, not only the fresh ones: a robust aggregator
+        # needs the whole population.  Asynchronous rounds see one or two fresh updates
+        # at a time, and a trim or median of two models is their mean, the attacker's
+        # included.  Staleness (age in periods) discounts the old ones in fedavg.
         now, period = time.time(), self.cfg.every_seconds
         peers = [PeerModel(u.sender, u.params, list(u.labels), u.samples,
-                           max(0.0, now - u.timestamp) / period)    # age in periods
-                 for sender, (u, _) in self.latest.items() if sender in self._fresh]
+                           max(0.0, now - u.timestamp) / period)
+                 for u, _ in self.latest.values()]
         self._fresh.clear()
         return peers
 

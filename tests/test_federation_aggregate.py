@@ -13,7 +13,7 @@ from stream_learner.federation.align import (align_head, peer_in_local_frame, sc
 from stream_learner.model import MLP
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device"))]
+    not torch.cuda.is_available(), reason="no CUDA device here; the CPU case runs everywhere"))]
 
 
 def rows(*xs: list[float]) -> torch.Tensor:

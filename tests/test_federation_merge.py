@@ -20,6 +20,14 @@ def _learner(**fed: object) -> Learner:
     return lrn
 
 
+def _moved(state: dict[str, torch.Tensor], scale: float,
+           gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """``state`` with its weights (not the standardiser) moved by N(0, scale^2)."""
+    return {k: (v + scale * torch.randn(v.shape, generator=gen)
+                if k.startswith(("body.", "head.")) else v.clone())
+            for k, v in state.items()}
+
+
 def test_proximal_pull_is_the_gradient_of_the_fedprox_term() -> None:
     lrn = _learner()
     assert lrn.model is not None
@@ -60,13 +68,8 @@ def test_a_far_peer_is_dropped_before_a_robust_aggregator(aggregator: str) -> No
     labels = list(lrn.labels.labels)
     gen = torch.Generator().manual_seed(1)
 
-    def moved(scale: float) -> dict[str, torch.Tensor]:
-        return {k: (v + scale * torch.randn(v.shape, generator=gen)
-                    if k.startswith(("body.", "head.")) else v.clone())
-                for k, v in state.items()}
-
-    honest = [PeerModel(f"h{i}", moved(0.01), labels, 100, 0.0) for i in range(2)]
-    attacker = PeerModel("bad", moved(10.0), labels, 100, 0.0)
+    honest = [PeerModel(f"h{i}", _moved(state, 0.01, gen), labels, 100, 0.0) for i in range(2)]
+    attacker = PeerModel("bad", _moved(state, 10.0, gen), labels, 100, 0.0)
     report = lrn.federated.merge([*honest, attacker])
     assert report.merged and report.participants == 2
     assert report.rejected == {"oversize_norm": 1} and report.rejected_senders == ["bad"]
@@ -96,17 +99,24 @@ def test_few_peers_still_filter_a_far_one() -> None:
     labels = list(lrn.labels.labels)
     gen = torch.Generator().manual_seed(2)
 
-    def moved(scale: float) -> dict[str, torch.Tensor]:
-        return {k: (v + scale * torch.randn(v.shape, generator=gen)
-                    if k.startswith(("body.", "head.")) else v.clone())
-                for k, v in state.items()}
-
-    report = lrn.federated.merge([PeerModel("h", moved(0.01), labels, 100, 0.0),
-                                  PeerModel("bad", moved(10.0), labels, 100, 0.0)])
+    report = lrn.federated.merge([PeerModel("h", _moved(state, 0.01, gen), labels, 100, 0.0),
+                                  PeerModel("bad", _moved(state, 10.0, gen), labels, 100, 0.0)])
     assert report.rejected_senders == ["bad"] and report.participants == 1
-    report = lrn.federated.merge([PeerModel("bad", moved(10.0), labels, 100, 0.0)])
+    report = lrn.federated.merge([PeerModel("bad", _moved(state, 10.0, gen), labels, 100, 0.0)])
     assert report.rejected_senders == ["bad"] and not report.merged
     restored = _learner(aggregator="trimmed_mean")
     restored.federated.load_state_dict(lrn.federated.state_dict())   # the scale travels
-    assert restored.federated.merge([PeerModel("bad", moved(10.0), labels, 100, 0.0)]
+    assert restored.federated.merge([PeerModel("bad", _moved(state, 10.0, gen), labels, 100, 0.0)]
                                     ).rejected_senders == ["bad"]
+
+
+def test_converged_peers_are_not_outliers() -> None:
+    """Near convergence two honest peers differ by hairs, one hair 3x the other."""
+    lrn = _learner(aggregator="trimmed_mean")
+    assert lrn.model is not None
+    state = {k: v.clone() for k, v in lrn.model.state_dict().items()}
+    labels = list(lrn.labels.labels)
+    gen = torch.Generator().manual_seed(3)
+    report = lrn.federated.merge([PeerModel("a", _moved(state, 1e-5, gen), labels, 100, 0.0),
+                                  PeerModel("b", _moved(state, 1e-3, gen), labels, 100, 0.0)])
+    assert report.rejected == {} and report.participants == 2

@@ -17,6 +17,7 @@ never lands in the middle of an update.  A round:
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -27,6 +28,8 @@ from ..config import FederationSettings
 from . import aggregate as agg
 from .align import peer_in_local_frame
 
+OUTLIER_FLOOR = 0.02
+"""A peer this close (times our weights' norm) is never dropped as an outlier."""
 PARAM_PREFIXES = ("body.", "head.")
 """What is exchanged and mixed: the weights.  The input standardisation stays local
 (peers are re-expressed in it); ``n_classes_t`` follows our label map."""
@@ -98,6 +101,7 @@ class Federated:
         rows = [local_vec]
         weights = [float(max(lrn.seen - self._seen_at_snapshot, 1))]
         kept: list[PeerModel] = []                  # the peers behind rows[1:]
+        dists: list[float] = []                     # and their distances from us
         for peer in peers:
             try:
                 framed = peer_in_local_frame(
@@ -110,9 +114,11 @@ class Federated:
             if not bool(torch.isfinite(vec).all()):
                 _count(report, peer, "non_finite")
                 continue
-            if float(torch.linalg.vector_norm(vec - local_vec)) > self.cfg.max_distance:
+            dist = float(torch.linalg.vector_norm(vec - local_vec))
+            if dist > self.cfg.max_distance:
                 _count(report, peer, "oversize_norm")
                 continue
+            dists.append(dist)
             rows.append(vec)
             kept.append(peer)
             weights.append(max(peer.samples, 1) *
@@ -124,8 +130,13 @@ class Federated:
         X = torch.stack(rows)
         w = torch.tensor(weights, dtype=X.dtype, device=X.device)
         if self.cfg.aggregator != "fedavg" and self.cfg.outlier_factor > 0:
-            far = agg.far_outliers(X, local_vec, self.cfg.outlier_factor,
-                                   self._outlier_scale(X[1:], local_vec))
+            # Converged models sit a hair apart, and 3x the nearer of two hairs would
+            # drop an honest peer: nothing within OUTLIER_FLOOR of our weights' norm
+            # is an outlier (nor can it move us far).
+            floor = OUTLIER_FLOOR * float(torch.linalg.vector_norm(local_vec))
+            scale = max(self._outlier_scale(dists, local_vec),
+                        floor / self.cfg.outlier_factor)
+            far = agg.far_outliers(X, local_vec, self.cfg.outlier_factor, scale)
             for i in far.nonzero().flatten().tolist():
                 _count(report, kept[i - 1], "oversize_norm")
             X, w = X[~far], w[~far]
@@ -145,7 +156,7 @@ class Federated:
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _outlier_scale(self, peers: torch.Tensor, local: torch.Tensor) -> float:
+    def _outlier_scale(self, dists: list[float], local: torch.Tensor) -> float:
         """A typical honest peer's distance from us.  The median needs three peers to
         outvote one attacker: asynchronous rounds often see fewer (at start-up, after a
         restart), and the median of an honest and a far peer is half the far one.  With
@@ -153,33 +164,23 @@ class Federated:
         before any, the norm of our own weights: a peer that shares our architecture
         and initialisation is not several times that far (measured: a noise attacker
         heard alone at start-up, merged unfiltered, cost every honest site 10 points)."""
-        d = torch.linalg.vector_norm(peers.double() - local.double(), dim=1)
-        if d.numel() >= 3:
-            scale = float(d.median()) if d.numel() % 2 else float(torch.quantile(d, 0.5))
-        elif d.numel() == 2:
-            scale = float(d.min())
+        if len(dists) >= 3:
+            scale = statistics.median(dists)
+        elif len(dists) == 2:
+            scale = min(dists)
         else:
             return self._typical_distance or float(torch.linalg.vector_norm(local.double()))
         self._typical_distance = scale
         return scale
 
     def _aggregate(self, X: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        name, n = self.cfg.aggregator, X.shape[0]
-        if name in ("krum", "multi_krum") and n < 2 * self.cfg.byzantine + 3:
+        name, f = self.cfg.aggregator, self.cfg.byzantine
+        if name in ("krum", "multi_krum") and X.shape[0] < 2 * f + 3:
             # Too few models for Krum's guarantee: the coordinate-wise median still is
             # robust to a minority and needs no minimum.
-            return agg.median(X)
-        if name == "fedavg":
-            return agg.fedavg(X, w)
-        if name == "trimmed_mean":
-            return agg.trimmed_mean(X, self.cfg.trim)
-        if name == "median":
-            return agg.median(X)
-        if name == "centered_clip":     # around our own model, row 0
-            return agg.centered_clip(X, X[0])
-        if name == "krum":
-            return X[agg.krum(X, self.cfg.byzantine)]
-        return agg.multi_krum(X, self.cfg.byzantine, max(1, n - self.cfg.byzantine))
+            name = "median"
+        # Row 0 is our own model: centered_clip clips around it.
+        return agg.aggregate(name, X, w, trim=self.cfg.trim, f=f)
 
     def _corrupt(self, state: dict[str, torch.Tensor]) -> None:
         """``federation.attack``: what a malicious peer would publish (benchmarks only)."""

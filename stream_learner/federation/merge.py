@@ -28,7 +28,7 @@ from ..config import FederationSettings
 from . import aggregate as agg
 from .align import peer_in_local_frame
 
-OUTLIER_FLOOR = 0.02
+OUTLIER_FLOOR = 0.25
 """A peer this close (times our weights' norm) is never dropped as an outlier."""
 PARAM_PREFIXES = ("body.", "head.")
 """What is exchanged and mixed: the weights.  The input standardisation stays local
@@ -130,9 +130,10 @@ class Federated:
         X = torch.stack(rows)
         w = torch.tensor(weights, dtype=X.dtype, device=X.device)
         if self.cfg.aggregator != "fedavg" and self.cfg.outlier_factor > 0:
-            # Converged models sit a hair apart, and 3x the nearer of two hairs would
-            # drop an honest peer: nothing within OUTLIER_FLOOR of our weights' norm
-            # is an outlier (nor can it move us far).
+            # Honest peers at different merge stages sit 0.01-1 apart (weights' norm
+            # ~10), and 3x the nearer of two would drop the other: nothing within
+            # OUTLIER_FLOOR x our weights' norm is an outlier.  Noise (~700 away) and
+            # a 10x sign flip still are.
             floor = OUTLIER_FLOOR * float(torch.linalg.vector_norm(local_vec))
             scale = max(self._outlier_scale(dists, local_vec),
                         floor / self.cfg.outlier_factor)

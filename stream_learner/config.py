@@ -10,6 +10,7 @@ Nested fields use ``__`` in env names: ``STREAM_LEARNER_KAFKA__TOPIC=clicks``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
@@ -336,8 +337,16 @@ class FederationSettings(_Section):
         return self.private_key_file is not None and bool(self.peers or self.peers_dir)
 
 
+def _default_checkpoint_dir() -> Path:
+    # systemd's StateDirectory= exports STATE_DIRECTORY (a ':'-separated list): the unit's
+    # own writable, persistent place, so a unit needs no checkpoint setting at all.
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state) if state else Path("checkpoints")
+
+
 class CheckpointSettings(_Section):
-    dir: Path = Field(Path("checkpoints"), description="Directory for checkpoints.")
+    dir: Path = Field(default_factory=_default_checkpoint_dir, description="Directory for "
+                      "checkpoints (default: $STATE_DIRECTORY under systemd, else ./checkpoints).")
     every_events: int = Field(50_000, ge=1, description="Checkpoint after this many events.")
     every_seconds: float = Field(30.0, gt=0, description="...or after this many seconds.")
     keep: int = Field(3, ge=1, description="How many checkpoints to keep.")
@@ -378,7 +387,7 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     adapt: AdaptSettings = AdaptSettings()
     federation: FederationSettings = FederationSettings()
-    checkpoint: CheckpointSettings = CheckpointSettings()
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)  # reads env
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 

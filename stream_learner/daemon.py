@@ -34,15 +34,18 @@ from .evaluation import PrequentialAccuracy, RollingMean
 from .events import TOO_LARGE, DecodedBatch, EventDecoder
 from .kafka_io import Listener, ReliableProducer, make_consumer, make_producer
 from .federation.transport import Federation
-from .learner_host import FedRound, Learned, LearnerHost, Predicted, Result, make_learner_host
+from .learner_host import (FedRound, Learned, LearnerHost, Predicted, Result, WorkerLearner,
+                           make_learner_host)
 from .metrics import Health, Metrics, MetricsServer
 from .pacing import StepPacer
 from .predictions import encode_predictions
+from .systemd import Notifier
 
 log = logging.getLogger(__name__)
 
 DLQ_MAX_VALUE_BYTES = 256 * 1024   # an oversize event is dead-lettered truncated, marked so
 MAX_PENDING_RECORDS = 200_000      # pause consumption while this many sends are unacknowledged
+STATUS_EVERY_S = 10.0              # systemd STATUS= line (`systemctl status`) refresh
 CommitMode = Literal["sync", "async", "none"]
 
 
@@ -73,7 +76,8 @@ class Counters:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None,
+                 notifier: Notifier | None = None) -> None:
         if not settings.kafka.bootstrap_servers:
             raise ValueError("kafka.bootstrap_servers is not set (STREAM_LEARNER_KAFKA__"
                              "BOOTSTRAP_SERVERS or kafka.bootstrap_servers in --config)")
@@ -82,6 +86,9 @@ class Daemon:
             torch.set_num_threads(settings.model.threads)
         self.metrics = metrics or Metrics()
         self.health = Health(settings.metrics.stall_seconds)
+        self.notifier = notifier or Notifier()
+        self._notified_ready = False
+        self._next_status = 0.0
         # Before the learner worker starts: a bad key file stops start-up with one line.
         self.federation: Federation | None = None
         if settings.federation.enabled:
@@ -118,6 +125,11 @@ class Daemon:
         self.metrics.model_info.info({"strategy": settings.strategy.name,
                                       "device": self.learner.info.device})
         self.metrics.drift.declare(settings)
+        worker = self.learner
+        if isinstance(worker, WorkerLearner):
+            self.metrics.declare_worker(lambda: worker.pid)
+        if self.learner.info.device.startswith("cuda"):
+            self.metrics.declare_gpu()
 
     # -- lifecycle ------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
@@ -142,6 +154,7 @@ class Daemon:
         self.accuracy.load_state_dict(state["accuracy"])
         self.loss.load_state_dict(state["loss"])
         self.counters.load_state_dict(state["counters"])
+        self.metrics.checkpoint_last_success.set(float(state.get("created", 0.0)))
         self.offsets = {TopicPartition(t, p): o for t, parts in state["offsets"].items()
                         for p, o in parts.items()}
         self._refresh_gauges()
@@ -163,7 +176,7 @@ class Daemon:
         clean = False
         try:
             while not self.stopping:
-                self.health.tick()
+                self._tick()
                 self._throttle_if_backlogged()
                 records = self._next_batch()
                 if records:
@@ -181,7 +194,13 @@ class Daemon:
             self.shutdown(final_checkpoint=clean)
         return 0
 
+    def _tick(self) -> None:
+        """The loop is alive: /healthz and systemd's watchdog both hear it from here only."""
+        self.health.tick()
+        self.notifier.watchdog()
+
     def shutdown(self, final_checkpoint: bool = True) -> None:
+        self.notifier.stopping()
         self.health.ready = False
         self.metrics.ready.set(0)
         if final_checkpoint and self.consumer is not None and self._since_checkpoint:
@@ -202,14 +221,16 @@ class Daemon:
         self.learner.close()
         if self.federation is not None:
             self.federation.close()
+        self.notifier.close()
         log.info("stopped after %d events (%d learned, %d rejected)", self.counters.consumed,
                  self.counters.learned, self.counters.rejected_total)
 
     def _connect(self) -> bool:
         """Create the clients, retrying while the broker is unreachable."""
         delay = 0.5
+        self.notifier.status(f"connecting to Kafka at {self.settings.kafka.bootstrap_servers}")
         while not self.stopping:
-            self.health.tick()
+            self._tick()
             try:
                 t0 = time.monotonic()
                 if self.producer is None:
@@ -258,6 +279,10 @@ class Daemon:
         self._unverified |= assigned
         self.health.ready = True
         self.metrics.ready.set(1)
+        if not self._notified_ready:   # READY=1 once: later rebalances are not start-ups
+            self._notified_ready = True
+            self.notifier.ready(f"consuming {self.settings.kafka.topic} as group "
+                                f"{self.settings.kafka.group_id}")
 
     def _verify_assignment(self, records: list[Any]) -> list[Any]:
         """Start each newly assigned partition at max(checkpoint, committed)."""
@@ -444,8 +469,14 @@ class Daemon:
 
     def _housekeeping(self) -> None:
         """Once a second, also when idle: gauges, and positions past the log's end."""
-        self._next_housekeeping = time.monotonic() + 1.0
+        now = time.monotonic()
+        self._next_housekeeping = now + 1.0
         self._refresh_gauges()
+        if self._notified_ready and now >= self._next_status:
+            self._next_status = now + STATUS_EVERY_S
+            self.notifier.status(f"{self.counters.learned} events learned, "
+                                 f"{self.counters.rejected_total} rejected, lag {self.lag_total}, "
+                                 f"rolling accuracy {self.accuracy.rolling_accuracy:.3f}")
         assert self.consumer is not None
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)
@@ -470,6 +501,9 @@ class Daemon:
         m.rolling_accuracy.set(self.accuracy.rolling_accuracy)
         m.model_classes.set(len(self.learner.info.labels))
         m.replay_buffer_events.set(self.learner.info.buffer_events)
+        if m.gpu_allocated is not None and m.gpu_reserved is not None:
+            m.gpu_allocated.set(self.learner.info.gpu_memory_allocated_bytes)
+            m.gpu_reserved.set(self.learner.info.gpu_memory_reserved_bytes)
         if self.consumer is not None:
             lag = 0
             for tp in self.consumer.assignment():

@@ -85,6 +85,7 @@ class FedRound:
 
 
 Result = Union[Learned, Predicted, FedRound]
+InfoDelta = tuple[list[Label], int, int, int]   # new labels, buffer events, GPU bytes x2
 
 
 @dataclass
@@ -94,6 +95,8 @@ class LearnerInfo:
     device: str
     labels: list[Label] = field(default_factory=list)
     buffer_events: int = 0
+    gpu_memory_allocated_bytes: int = 0   # torch's CUDA allocator; 0 on the CPU
+    gpu_memory_reserved_bytes: int = 0
 
 
 class _Core:
@@ -143,13 +146,17 @@ class _Core:
             raise ValueError(f"unknown learner request {kind!r}")
         return ("ok", result, self._info_delta())
 
-    def _info_delta(self) -> tuple[list[Label], int]:
-        """Labels added since the last reply (usually none), and the replay buffer size."""
+    def _info_delta(self) -> InfoDelta:
+        """Labels added since the last reply (usually none), replay buffer size, GPU memory."""
         labels = self.learner.labels.labels
         new = list(labels[self._labels_sent:])
         self._labels_sent = len(labels)
         buffer = getattr(self.learner.strategy, "buffer", None)
-        return new, len(buffer) if buffer is not None else 0
+        gpu = (0, 0)
+        if self.learner.device.type == "cuda":   # two counter reads, no device sync
+            gpu = (torch.cuda.memory_allocated(self.learner.device),
+                   torch.cuda.memory_reserved(self.learner.device))
+        return new, len(buffer) if buffer is not None else 0, *gpu
 
 
 class LearnerHost(Protocol):
@@ -178,10 +185,10 @@ class LearnerHost(Protocol):
     def close(self) -> None: ...
 
 
-def _apply_info(info: LearnerInfo, delta: tuple[list[Label], int]) -> None:
-    new, buffer_events = delta
+def _apply_info(info: LearnerInfo, delta: InfoDelta) -> None:
+    new, info.buffer_events = delta[0], delta[1]
+    info.gpu_memory_allocated_bytes, info.gpu_memory_reserved_bytes = delta[2], delta[3]
     info.labels.extend(new)
-    info.buffer_events = buffer_events
 
 
 class InlineLearner:

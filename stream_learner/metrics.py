@@ -11,11 +11,11 @@ import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               Info, generate_latest)
+                               Info, ProcessCollector, generate_latest)
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
@@ -146,6 +146,24 @@ class Metrics:
         self.model_info = Info(p + "model", "Strategy and device of the model.", registry=r)
         self.drift = DriftMetrics(r, p)
         self.federation = FederationMetrics(r, p)
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_start_time_seconds
+        # (the restart-loop alert watches the last) under the standard names.
+        ProcessCollector(registry=r)
+        self.gpu_allocated: Gauge | None = None
+        self.gpu_reserved: Gauge | None = None
+
+    def declare_worker(self, pid: Callable[[], int | None]) -> None:
+        """CPU and memory of the learner worker process (stream_learner_worker_process_*)."""
+        ProcessCollector(namespace=PREFIX + "worker", pid=lambda: pid() or "no-worker",
+                         registry=self.registry)
+
+    def declare_gpu(self) -> None:
+        """GPU memory series; registered only when the model is on CUDA."""
+        r, p = self.registry, PREFIX
+        self.gpu_allocated = Gauge(p + "gpu_memory_allocated_bytes", "GPU memory held by "
+                                   "tensors (torch.cuda.memory_allocated).", registry=r)
+        self.gpu_reserved = Gauge(p + "gpu_memory_reserved_bytes", "GPU memory reserved by "
+                                  "torch's caching allocator (memory_reserved).", registry=r)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

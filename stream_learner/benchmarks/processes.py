@@ -55,7 +55,7 @@ def parse_metrics(text: str) -> dict[str, float]:
 class DaemonProcess:
     """``stream-learner run`` as a child process, configured through env vars."""
 
-    def __init__(self, bootstrap: str, ckpt_dir: Path, topic: str, group: str,
+    def __init__(self, bootstrap: str, ckpt_dir: Path | None, topic: str, group: str,
                  extra_env: dict[str, str] | None = None, args: list[str] | None = None,
                  log_path: Path | None = None) -> None:
         self.port = free_port()
@@ -68,13 +68,17 @@ class DaemonProcess:
             "STREAM_LEARNER_KAFKA__PREDICTIONS_TOPIC": f"{topic}.predictions",
             "STREAM_LEARNER_KAFKA__SESSION_TIMEOUT_MS": "6000",
             "STREAM_LEARNER_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
-            "STREAM_LEARNER_CHECKPOINT__DIR": str(ckpt_dir),
             "STREAM_LEARNER_METRICS__HOST": "127.0.0.1",
             "STREAM_LEARNER_METRICS__PORT": str(self.port),
             "STREAM_LEARNER_MODEL__DEVICE": "cpu",
         })
+        if ckpt_dir is not None:   # None: the daemon's own default ($STATE_DIRECTORY, say)
+            env["STREAM_LEARNER_CHECKPOINT__DIR"] = str(ckpt_dir)
         env.update(extra_env or {})
-        self.log_path = log_path or ckpt_dir.parent / f"daemon-{self.port}.log"
+        if log_path is None:
+            assert ckpt_dir is not None, "log_path is needed without ckpt_dir"
+            log_path = ckpt_dir.parent / f"daemon-{self.port}.log"
+        self.log_path = log_path
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.env = env
         self._log = open(self.log_path, "ab")

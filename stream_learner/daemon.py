@@ -261,6 +261,11 @@ class Daemon:
         """Checkpoint before the partitions go; returns the commit future to await."""
         log.info("partitions revoked: %s", sorted(revoked))
         self._rebalanced = True
+        for tp in revoked:   # a stale lag would read as events waiting here (a false alert)
+            try:
+                self.metrics.consumer_lag.remove(str(tp.partition))
+            except KeyError:
+                pass
         if not revoked:
             return None
         if self._since_checkpoint and not self.checkpoint(commit="none", flush_timeout_s=5.0):

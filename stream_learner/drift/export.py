@@ -13,7 +13,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..config import Settings
 from .adapter import POLICIES, DriftReport
-from .detectors import BINARY
 
 
 class DriftMetrics:
@@ -58,8 +57,9 @@ class DriftMetrics:
         d = settings.drift
         if d.detector != "none":
             self.detected.labels(d.detector, "error")
-            if d.detector in BINARY:
-                self.warnings.labels(d.detector)
+            # Also for detectors without a warning zone (ADWIN): a true 0, and panels and
+            # alerts see a series instead of "no data".
+            self.warnings.labels(d.detector)
         if d.loss_detector != "none":
             self.detected.labels(d.loss_detector, "loss")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -36,6 +37,15 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """No STREAM_LEARNER_* (or systemd) variable of the test run leaks into a config."""
+    for name in list(os.environ):
+        if name.startswith("STREAM_LEARNER_") or name == "STATE_DIRECTORY":
+            monkeypatch.delenv(name)
+    yield monkeypatch
 
 
 def unique(prefix: str) -> str:

@@ -18,7 +18,7 @@ import tomllib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -249,14 +249,6 @@ def require_tool(name: str, install: str) -> str:
     if found is None:
         pytest.fail(f"{name} not found (in {VENV_BIN} or on PATH): {install}")
     return str(found)
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    for name in list(os.environ):
-        if name.startswith("STREAM_LEARNER_") or name == "STATE_DIRECTORY":
-            monkeypatch.delenv(name)
-    yield monkeypatch
 
 
 # == compose ===================================================================================

@@ -8,14 +8,13 @@ schemas. A missing kubectl fails the tests (never skips): without it nothing is 
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shutil
 import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -159,15 +158,6 @@ def dockerfile_instruction(name: str) -> list[str]:
     """Arguments of every `name` instruction, continuation lines joined."""
     text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
     return [m.group(1).strip() for m in re.finditer(rf"^{name}\s+(.+)$", text, re.MULTILINE)]
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """No STREAM_LEARNER_* (or systemd) variable of the test run leaks into a config."""
-    for name in list(os.environ):
-        if name.startswith("STREAM_LEARNER_") or name == "STATE_DIRECTORY":
-            monkeypatch.delenv(name)
-    yield monkeypatch
 
 
 # -- schema ------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from stream_learner.checkpoint import CheckpointStore
 from stream_learner.cli import build_parser
 from stream_learner.config import describe_settings, load_settings
 from stream_learner.synth import ensure_topics, produce
@@ -242,4 +241,3 @@ def test_checkpoint_dir_defaults_to_state_directory(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("STATE_DIRECTORY")
     monkeypatch.delenv("STREAM_LEARNER_CHECKPOINT__DIR")
     assert load_settings().checkpoint.dir == Path("checkpoints")
-    assert CheckpointStore   # the store used above reads the directory it is given

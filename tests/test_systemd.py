@@ -198,6 +198,56 @@ def test_daemon_notifies_ready_watchdog_stopping_and_exits_0(broker, daemons,
     assert seen.index("READY=1") < seen.index("STOPPING=1")
 
 
+def _collect(sock: socket.socket, seconds: float) -> list[str]:
+    fields: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            fields.extend(sock.recv(4096).decode().split("\n"))
+        except socket.timeout:
+            pass
+    return fields
+
+
+def _learner_worker(daemon_pid: int) -> int:
+    """The daemon's child that runs the model (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{daemon_pid}/task/{daemon_pid}/children").read_text().split()
+    for pid in children:
+        if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text():
+            return int(pid)
+    raise AssertionError(f"no learner worker among {children}")
+
+
+def test_a_stuck_learner_stops_the_watchdog_pings(broker, daemons, tmp_path: Path) -> None:
+    """The pings come from loop progress, not a timer: a hung learner silences them."""
+    bs = broker.bootstrap_servers
+    topic, group = unique("sdstuck"), unique("g")
+    ensure_topics(bs, {topic: 1, f"{topic}.dlq": 1, f"{topic}.predictions": 1})
+    produce(bs, topic, "sea", 1000)
+    sock = _listen(tmp_path / "notify")
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "1000000"}
+    d = DaemonProcess(bs, tmp_path / "ckpt", topic, group, extra_env=env)
+    daemons.append(d)
+    worker = None
+    try:
+        _read(sock, [], "READY=1", 120, d)
+        d.wait_consumed(1000)
+        worker = _learner_worker(d.proc.pid)
+        os.kill(worker, signal.SIGSTOP)      # a learner stuck in a kernel, say
+        produce(bs, topic, "sea", 6000)      # the loop blocks once 2 batches are in flight
+        time.sleep(2.0)
+        _collect(sock, 0.5)                   # what was queued before the loop blocked
+        assert "WATCHDOG=1" not in _collect(sock, 3.0), "pings while the loop was stuck"
+        os.kill(worker, signal.SIGCONT)
+        assert _collect(sock, 2.0).count("WATCHDOG=1") >= 2, "no pings after recovery"
+        d.wait_consumed(7000)
+    finally:
+        if worker is not None:
+            os.kill(worker, signal.SIGCONT)
+        sock.close()
+    assert d.terminate() == 0
+
+
 def test_without_systemd_nothing_is_sent_and_nothing_fails() -> None:
     n = Notifier({})
     assert not n.enabled

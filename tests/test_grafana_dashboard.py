@@ -380,9 +380,9 @@ def test_target_promql_rule(dash: dict[str, Any]) -> None:
         assert q.selectors, f"{where}: {expr} selects nothing"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing: ./dev setup")
 def test_target_promql_rule_promtool(dash: dict[str, Any], tmp_path: Path) -> None:
     """Prometheus' own parser, fed the queries as Grafana would send them."""
+    assert shutil.which("promtool"), "promtool missing: `./dev setup` installs it"
     exprs = [e for _, _, e in targets(dash)]
     rules = [{"record": f"dashboard:query_{i}",
               "expr": e.replace("$__rate_interval", "1m").replace("$job", ".*")
@@ -550,8 +550,7 @@ def test_compose_mounts_match_provisioning() -> None:
     targets = {"dashboards": DASHBOARDS_MOUNT, "provisioning": PROVISIONING_MOUNT}
     mounts = [(src.rstrip("/").split("grafana/", 1)[1], dst.rstrip("/"))
               for src, dst in compose_volumes() if "grafana/" in src]
-    if not mounts:
-        pytest.skip("no compose file mounts grafana/ yet")
+    assert mounts, "deploy/container/compose.yaml mounts nothing of grafana/"
     for rel, dst in mounts:  # grafana/provisioning/datasources may be mounted on its own
         top, _, rest = rel.partition("/")
         assert dst == "/".join(filter(None, [targets[top], rest])), (rel, dst)
@@ -563,7 +562,6 @@ def test_scrape_interval_matches_time_interval(datasource: dict[str, Any]) -> No
                  for path in sorted(ROOT.glob("deploy/**/prometheus*.y*ml"))
                  if isinstance(cfg := yaml.safe_load(path.read_text()), dict)
                  and "scrape_interval" in cfg.get("global", {})]
-    if not intervals:
-        pytest.skip("no Prometheus config with a global scrape_interval yet")
+    assert intervals, "no Prometheus config under deploy/ sets a global scrape_interval"
     want = datasource["datasources"][0]["jsonData"]["timeInterval"]
     assert set(intervals) == {want}

@@ -40,6 +40,7 @@ ALERTS = {
     "StreamLearnerCheckpointStale",
     "StreamLearnerFederationRejects",
     "StreamLearnerRestartLoop",
+    "StreamLearnerDown",
 }
 RUNBOOK_BASE = "https://github.com/stream-learner/stream-learner#"
 SEVERITIES = {"warning", "critical"}
@@ -54,6 +55,9 @@ PROCESS_SERIES = {
     for name in ("start_time_seconds", "cpu_seconds_total", "resident_memory_bytes",
                  "virtual_memory_bytes", "open_fds", "max_fds")
 }
+
+# Prometheus's own per-target series (StreamLearnerDown), not the daemon's.
+SCRAPE_SERIES = {"up"}
 
 # What tests/test_prometheus_live.py adds before querying a real Prometheus.
 COMPARISON = re.compile(r"\s(==|!=|>=|<=|>|<)\s+(?!bool\b)")
@@ -207,7 +211,7 @@ def test_unit_tests_cover_every_alert_firing_and_quiet() -> None:
 
 
 def test_alerts_read_only_series_the_daemon_exports() -> None:
-    exported = exported_names() | PROCESS_SERIES
+    exported = exported_names() | PROCESS_SERIES | SCRAPE_SERIES
     for name, rule in alert_rules().items():
         used = metric_names(rule["expr"])
         assert used, f"{name}: no metric found in {rule['expr']}"
@@ -264,6 +268,9 @@ def test_bool_form_returns_one_sample_per_healthy_daemon(tmp_path: Path, samples
         for inst in ("a:9108", "b:9108"):
             series.append({"series": f'process_start_time_seconds{{job="stream-learner", '
                                      f'instance="{inst}"}}', "values": f"1.7e9x{samples - 1}"})
+    for inst in ("a:9108", "b:9108"):   # what Prometheus adds per scrape
+        series.append({"series": f'up{{job="stream-learner", instance="{inst}"}}',
+                       "values": f"1x{samples - 1}"})
     eval_time = f"{(samples - 1) * step_s}s"
     rules = alert_rules()
     cases = [{"expr": f"count({with_bool(rule['expr'])})", "eval_time": eval_time,

@@ -387,7 +387,7 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     adapt: AdaptSettings = AdaptSettings()
     federation: FederationSettings = FederationSettings()
-    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)  # reads env
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)  # env read per load
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 

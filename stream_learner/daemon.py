@@ -13,6 +13,7 @@ A crash between any two steps replays events after the checkpoint and skips none
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import signal
@@ -262,10 +263,8 @@ class Daemon:
         log.info("partitions revoked: %s", sorted(revoked))
         self._rebalanced = True
         for tp in revoked:   # a stale lag would read as events waiting here (a false alert)
-            try:
+            with contextlib.suppress(KeyError):   # no lag series yet: nothing consumed from it
                 self.metrics.consumer_lag.remove(str(tp.partition))
-            except KeyError:
-                pass
         if not revoked:
             return None
         if self._since_checkpoint and not self.checkpoint(commit="none", flush_timeout_s=5.0):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -46,6 +49,28 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
         if name.startswith("STREAM_LEARNER_") or name == "STATE_DIRECTORY":
             monkeypatch.delenv(name)
     yield monkeypatch
+
+
+PROMETHEUS = "`./dev setup` installs it (Debian's prometheus package)"
+_COMPARISON = re.compile(r"\s(==|!=|>=|<=|>|<)\s+(?!bool\b)")
+
+
+def require_tool(name: str, install: str) -> str:
+    """The tool's path, from the venv or PATH; a missing tool fails the test, never skips."""
+    venv = Path(sys.executable).parent / name
+    found = str(venv) if venv.exists() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} not found (in {venv.parent} or on PATH): {install}")
+    return found
+
+
+def with_bool(expr: str) -> str:
+    """Every comparison as a 0/1 series: a condition then returns data whether it holds or not.
+
+    >>> with_bool("a > 0.5 and on (job) b == 0")
+    'a > bool 0.5 and on (job) b == bool 0'
+    """
+    return _COMPARISON.sub(lambda m: f" {m.group(1)} bool ", expr)
 
 
 def unique(prefix: str) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ import yaml
 
 from stream_learner.config import Settings
 from stream_learner.metrics import Metrics
+
+from conftest import PROMETHEUS, require_tool, with_bool
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "stream-learner.rules.yml"
@@ -59,9 +60,6 @@ PROCESS_SERIES = {
 # Prometheus's own per-target series (StreamLearnerDown), not the daemon's.
 SCRAPE_SERIES = {"up"}
 
-# What tests/test_prometheus_live.py adds before querying a real Prometheus.
-COMPARISON = re.compile(r"\s(==|!=|>=|<=|>|<)\s+(?!bool\b)")
-
 PROMQL_WORDS = {
     "sum", "min", "max", "avg", "count", "group", "stddev", "stdvar", "topk", "bottomk",
     "quantile", "count_values", "by", "without", "on", "ignoring", "group_left",
@@ -69,16 +67,9 @@ PROMQL_WORDS = {
 }
 
 
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool not found on PATH: `./dev setup` installs it (Debian's "
-                    "prometheus package; or `sudo apt-get install prometheus`)")
-    return path
-
-
 def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([require_tool("promtool", PROMETHEUS), *args], capture_output=True,
+                         text=True, timeout=120)
     print(f"$ promtool {' '.join(args)}  (rc {res.returncode})\n{res.stdout}{res.stderr}")
     return res
 
@@ -89,11 +80,6 @@ def load(path: Path) -> Any:
 
 def alert_rules() -> dict[str, dict[str, Any]]:
     return {r["alert"]: r for g in load(RULES)["groups"] for r in g["rules"] if "alert" in r}
-
-
-def with_bool(expr: str) -> str:
-    """Every comparison as a 0/1 series (the live test's substitution)."""
-    return COMPARISON.sub(lambda m: f" {m.group(1)} bool ", expr)
 
 
 def metric_names(expr: str) -> set[str]:

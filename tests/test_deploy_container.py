@@ -27,13 +27,14 @@ from stream_learner.cli import build_parser
 from stream_learner.config import describe_settings, load_settings
 from stream_learner.metrics import Health, Metrics, MetricsServer
 
+from conftest import require_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 CONTAINER = ROOT / "deploy" / "container"
 DOCKERFILE = CONTAINER / "Dockerfile"
 COMPOSE = CONTAINER / "compose.yaml"
 PROMETHEUS = CONTAINER / "prometheus.yml"
 DOCKERIGNORE = ROOT / ".dockerignore"
-VENV_BIN = Path(sys.executable).parent
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 
 Obj = dict[str, Any]
@@ -242,13 +243,6 @@ def learner_config() -> Path:
     """The file the learner's `--config` (the image's CMD) points at, in the repository."""
     config = build_parser().parse_args(exec_form(final_stage().last("CMD"))).config
     return host_path(service("learner"), str(config))
-
-
-def require_tool(name: str, install: str) -> str:
-    found = VENV_BIN / name if (VENV_BIN / name).exists() else shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} not found (in {VENV_BIN} or on PATH): {install}")
-    return str(found)
 
 
 # == compose ===================================================================================

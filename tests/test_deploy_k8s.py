@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -27,6 +26,8 @@ from stream_learner.federation.keys import generate
 from stream_learner.federation.transport import Federation
 from stream_learner.metrics import Health, Metrics, MetricsServer
 
+from conftest import require_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 DOCKERFILE = ROOT / "deploy" / "container" / "Dockerfile"
@@ -42,10 +43,8 @@ Obj = dict[str, Any]
 # -- helpers -------------------------------------------------------------------------------
 @functools.cache
 def render(overlay: str) -> tuple[Obj, ...]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl is not on PATH: install kubectl >= 1.27 (it embeds kustomize); "
-                    "the deploy/k8s tests render the overlays with `kubectl kustomize`")
+    kubectl = require_tool("kubectl", "install kubectl >= 1.27 (it embeds kustomize); the "
+                           "deploy/k8s tests render the overlays with `kubectl kustomize`")
     proc = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"kubectl kustomize {overlay} failed:\n{proc.stderr}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from functools import cache
@@ -23,6 +22,8 @@ import yaml
 
 from stream_learner.config import Settings
 from stream_learner.metrics import Metrics
+
+from conftest import PROMETHEUS, require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "grafana" / "dashboards" / "stream-learner.json"
@@ -382,7 +383,6 @@ def test_target_promql_rule(dash: dict[str, Any]) -> None:
 
 def test_target_promql_rule_promtool(dash: dict[str, Any], tmp_path: Path) -> None:
     """Prometheus' own parser, fed the queries as Grafana would send them."""
-    assert shutil.which("promtool"), "promtool missing: `./dev setup` installs it"
     exprs = [e for _, _, e in targets(dash)]
     rules = [{"record": f"dashboard:query_{i}",
               "expr": e.replace("$__rate_interval", "1m").replace("$job", ".*")
@@ -390,8 +390,8 @@ def test_target_promql_rule_promtool(dash: dict[str, Any], tmp_path: Path) -> No
              for i, e in enumerate(exprs)]
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    done = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run([require_tool("promtool", PROMETHEUS), "check", "rules", str(path)],
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

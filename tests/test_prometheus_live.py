@@ -27,20 +27,14 @@ from stream_learner.broker import free_port
 from stream_learner.federation.keys import generate
 from stream_learner.synth import ensure_topics
 
-from conftest import ROOT, DaemonProcess, http_get, unique, wait_for
+from conftest import (PROMETHEUS, ROOT, DaemonProcess, http_get, require_tool, unique, wait_for,
+                      with_bool)
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "stream-learner.json"
 RULES = ROOT / "deploy" / "prometheus" / "stream-learner.rules.yml"
 JOB = "stream-learner"
 SCRAPE_S = 2
 RATE_INTERVAL = f"{10 * SCRAPE_S}s"   # what Grafana's $__rate_interval is at this scrape rate
-COMPARISON = re.compile(r"\s(==|!=|>=|<=|>|<)\s+(?!bool\b)")
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    assert path, f"{name} not found: `./dev setup` installs Debian's prometheus package"
-    return path
 
 
 def dashboard_exprs() -> list[str]:
@@ -67,15 +61,6 @@ def alert_exprs() -> dict[str, str]:
     return {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
 
 
-def with_bool(expr: str) -> str:
-    """The alert condition as a 0/1 series: returns data whether or not the alert fires.
-
-    >>> with_bool("a > 0.5 and on (job) b == 0")
-    'a > bool 0.5 and on (job) b == bool 0'
-    """
-    return COMPARISON.sub(lambda m: f" {m.group(1)} bool ", expr)
-
-
 def grafana_to_promql(expr: str, instances: list[str]) -> str:
     return (expr.replace("$__rate_interval", RATE_INTERVAL)
             .replace("${job}", JOB).replace("$job", JOB)
@@ -92,12 +77,13 @@ class Prometheus:
                                       "static_configs": [{"targets": targets}]}]}
         cfg = tmp / "prometheus.yml"
         cfg.write_text(yaml.safe_dump(config))
-        check = subprocess.run([_tool("promtool"), "check", "config", str(cfg)],
+        check = subprocess.run([require_tool("promtool", PROMETHEUS), "check", "config", str(cfg)],
                                capture_output=True, text=True, timeout=60)
         assert check.returncode == 0, check.stdout + check.stderr
         self.log = open(tmp / "prometheus.log", "wb")
         self.proc = subprocess.Popen(
-            [_tool("prometheus"), f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+            [require_tool("prometheus", PROMETHEUS), f"--config.file={cfg}",
+             f"--storage.tsdb.path={tmp / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=self.log, stderr=self.log)
 
@@ -225,7 +211,7 @@ def test_promtool_accepts_the_exposition(stack: dict[str, Any]) -> None:
     for d in stack["daemons"]:
         code, text = http_get(d.url + "/metrics")
         assert code == 200
-        res = subprocess.run([_tool("promtool"), "check", "metrics"], input=text,
+        res = subprocess.run([require_tool("promtool", PROMETHEUS), "check", "metrics"], input=text,
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "stream_learner_worker_process_cpu_seconds_total" in text

@@ -25,7 +25,8 @@ from stream_learner.config import describe_settings, load_settings
 from stream_learner.synth import ensure_topics, produce
 from stream_learner.systemd import Notifier
 
-from conftest import ROOT, DaemonProcess, checkpoint_offsets_sum, latest_checkpoint, unique
+from conftest import (ROOT, DaemonProcess, checkpoint_offsets_sum, latest_checkpoint,
+                      require_tool, unique)
 
 UNIT_DIR = ROOT / "deploy" / "systemd"
 UNIT = UNIT_DIR / "stream-learner.service"
@@ -33,9 +34,7 @@ INSTALLED_BIN = "/opt/stream-learner/bin/stream-learner"
 
 
 def _systemd_analyze() -> str:
-    path = shutil.which("systemd-analyze")
-    assert path, "systemd-analyze not found (Debian package 'systemd')"
-    return path
+    return require_tool("systemd-analyze", "apt-get install systemd")
 
 
 def _unit_with_local_binary(tmp_path: Path) -> Path:

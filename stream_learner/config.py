@@ -52,6 +52,21 @@ class KafkaSettings(_Section):
     bootstrap_timeout_ms: int = Field(
         5_000, ge=100, description="One attempt to bootstrap a client; start-up retries "
         "with backoff, so a SIGTERM while Kafka is slow or away is served within this.")
+    max_id_length: int = Field(256, ge=1, description="Longer event ids are rejected as "
+                               "bad_metadata.")
+    max_event_age_seconds: float = Field(365 * 86400.0, gt=0, description="An event `ts` "
+                                         "older than this is rejected as bad_metadata.")
+    max_event_future_seconds: float = Field(86400.0, gt=0, description="An event `ts` this "
+                                            "far ahead of the clock is rejected as "
+                                            "bad_metadata.")
+    max_pending_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="Consumption "
+                                   "pauses while DLQ and prediction records of this many "
+                                   "bytes wait for the broker's acknowledgement.")
+    output_retry_seconds: float = Field(30.0, gt=0, description="A DLQ or prediction record "
+                                        "Kafka refuses permanently (too large, not "
+                                        "authorised, unknown topic) is retried this long, "
+                                        "then spilled to undeliverable.jsonl beside the "
+                                        "checkpoints.")
 
     def client_options(self) -> dict[str, Any]:
         """Connection options shared by every kafka-python client we create."""
@@ -91,6 +106,13 @@ class ModelSettings(_Section):
     warmup_events: int = Field(4096, ge=0, description="Until this many events are learned, "
                                "chunks are smaller (half the events seen so far), so a new "
                                "model is useful after a few events, not a whole batch.")
+    max_label_length: int = Field(256, ge=1, description="Longer string labels are rejected "
+                                  "as bad_label.")
+    max_classes: int = Field(1000, ge=2, description="Classes the model may know; an event "
+                             "whose label would add one more is rejected as "
+                             "too_many_classes, and peers cannot add more either.")
+    max_abs_feature: float = Field(1e9, gt=0, description="Events with a feature of larger "
+                                   "magnitude are rejected as out_of_range.")
     n_features: int | None = Field(None, ge=1, description="Feature count; learned from the "
                                                            "first valid event when unset.")
     feature_names: tuple[str, ...] | None = Field(
@@ -327,6 +349,12 @@ class FederationSettings(_Section):
     max_distance: float = Field(1e3, gt=0, description="Reject a peer model farther than this "
                                 "(L2, in our frame) from ours: oversize_norm.")
     float16: bool = Field(True, description="Send float32 weights as float16 (half the bytes).")
+    federation_id: str | None = Field(None, description="Signed into every update: an "
+                                      "update published in another federation is rejected "
+                                      "(wrong_federation). Default: the federation topic.")
+    max_samples: int = Field(1_000_000, ge=1, description="A peer's claimed sample count is "
+                             "capped at this when weighting (fedavg): no peer outweighs the "
+                             "rest by claiming more.")
     attack: Literal["none", "sign_flip", "noise"] = Field(
         "none", description="For benchmarks and chaos tests only: publish a corrupted model "
         "(sign_flip: the last aggregate minus 10x our update from it; noise: our weights plus "
@@ -350,6 +378,12 @@ class CheckpointSettings(_Section):
     every_events: int = Field(50_000, ge=1, description="Checkpoint after this many events.")
     every_seconds: float = Field(30.0, gt=0, description="...or after this many seconds.")
     keep: int = Field(3, ge=1, description="How many checkpoints to keep.")
+    max_unsaved_events: int = Field(500_000, ge=1, description="While checkpoints fail "
+                                    "(disk full, read-only), consumption pauses after this "
+                                    "many events past the last checkpoint; readiness fails.")
+    undeliverable_max_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="Bound of "
+                                         "undeliverable.jsonl (records Kafka refused); when "
+                                         "full, readiness fails and consumption pauses.")
 
 
 class MetricsSettings(_Section):
@@ -358,6 +392,10 @@ class MetricsSettings(_Section):
     rolling_window: int = Field(1000, ge=1, description="Events in the rolling accuracy window.")
     stall_seconds: float = Field(60.0, gt=0, description="/healthz fails when the loop has not "
                                                          "ticked for this long.")
+    max_connections: int = Field(32, ge=1, description="HTTP connections served at once; "
+                                 "more wait in the listen queue.")
+    connection_timeout_seconds: float = Field(5.0, gt=0, description="An HTTP connection idle "
+                                              "or slow for this long is closed.")
 
 
 class LogSettings(_Section):

@@ -3,7 +3,7 @@
 The learner runs beside the loop (:mod:`stream_learner.learner_host`): batch ``k`` is
 learned while batch ``k+1`` is polled, and results come back in submission order.
 
-Delivery order, followed everywhere a checkpoint is taken (see DESIGN.md):
+Delivery order, followed everywhere a checkpoint is taken (docs/architecture.md):
   1. finish the update of every polled batch (drain the learner);
   2. flush the producer (DLQ and predictions) until every record is acknowledged;
   3. write the checkpoint (state + next offset per partition) atomically;

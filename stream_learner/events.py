@@ -1,4 +1,4 @@
-"""Decode and validate event message values (the event contract in DESIGN.md).
+"""Decode and validate event message values (the event contract in the README).
 
 The fast path is one msgspec typed decode per message (C speed, strict types),
 then numpy checks over the whole micro-batch. Only messages that fail the fast

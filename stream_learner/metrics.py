@@ -1,4 +1,4 @@
-"""Prometheus series (the metrics contract in DESIGN.md) and the HTTP endpoint.
+"""Prometheus series (listed in docs/metrics.md) and the HTTP endpoint.
 
 One port serves ``/metrics``, ``/healthz`` (alive and the loop is not stuck) and
 ``/readyz`` (consuming). Each daemon has its own registry, so several can share a

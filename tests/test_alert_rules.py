@@ -2,7 +2,7 @@
 
 * ``promtool check rules`` and ``promtool test rules`` pass (output printed on failure);
 * every alert we promise exists, with ``for:``, a ``severity``, a summary, a description and
-  a runbook URL pointing at its README section (``#alert-<lowercase name>``);
+  a runbook URL pointing at its docs/operations.md section (``#alert-<lowercase name>``);
 * the unit tests have, for every alert, a case where it fires and one where it must not;
 * every metric an alert reads is one the daemon exports;
 * with ``bool`` on every comparison (what tests/test_prometheus_live.py does against a real
@@ -43,7 +43,8 @@ ALERTS = {
     "StreamLearnerRestartLoop",
     "StreamLearnerDown",
 }
-RUNBOOK_BASE = "https://github.com/stream-learner/stream-learner#"
+RUNBOOK_BASE = "https://github.com/stream-learner/stream-learner/blob/main/docs/operations.md#"
+OPERATIONS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 SEVERITIES = {"warning", "critical"}
 
 # Standard process series (prometheus_client's ProcessCollector), for the daemon and,
@@ -152,6 +153,7 @@ def test_alert_has_for_severity_and_annotations(name: str) -> None:
         assert ann.get(key, "").strip(), f"{name}: no {key}"
     runbook = ann.get("runbook_url") or ann.get("runbook")
     assert runbook == f"{RUNBOOK_BASE}alert-{name.lower()}", runbook
+    assert f"\n### Alert: {name}\n" in OPERATIONS.read_text(), f"{name}: no runbook section"
 
 
 @pytest.mark.parametrize("name", sorted(ALERTS))

@@ -25,6 +25,7 @@ from torch import nn
 from .config import Settings
 from .drift import DriftAdapter
 from .federation.merge import Federated
+from .finite import gradients, step_is_finite
 from .forgetting import ForgettingProbes
 from .labels import Label, LabelMap
 from .model import MLP, select_device
@@ -284,13 +285,8 @@ class Learner:
             torch._foreach_add_([p.grad for p in params], diffs, alpha=self._mu)
 
     def _finite(self, loss: torch.Tensor) -> bool:
-        # One host sync per step: the loss, and the gradients through their total norm.
         assert self.model is not None
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        total = loss.detach()
-        if grads:
-            total = total + torch.stack(torch._foreach_norm(grads)).sum()
-        return bool(torch.isfinite(total))
+        return step_is_finite(loss, gradients(self.model.parameters()))
 
     # -- checkpointing ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

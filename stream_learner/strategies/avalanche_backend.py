@@ -78,6 +78,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..finite import gradients, step_is_finite
 from .base import Batch, Trainable, UpdateStats
 
 SUPPORTED: tuple[str, ...] = ("Naive", "Replay", "EWC", "AGEM", "MER", "ER_ACE", "DER", "MIR")
@@ -204,11 +205,7 @@ def _template_class(name: str) -> type:
         def _guarded_step(self, loss: torch.Tensor) -> None:
             """``optimizer.step()``, unless ``loss`` or a gradient is not finite: then the
             gradients are dropped and the step is counted in ``learner.skipped_steps``."""
-            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            total = loss.detach().sum()
-            if grads:
-                total = total + torch.stack(torch._foreach_norm(grads)).sum()
-            if bool(torch.isfinite(total)):
+            if step_is_finite(loss, gradients(self.model.parameters())):
                 self.optimizer.step()
                 return
             self.optimizer.zero_grad(set_to_none=True)
@@ -330,11 +327,7 @@ def _finite_ewc(strength: float, decay: float) -> Any:
                 out = avalanche_forward(model, x, task_labels)
                 loss = criterion(out, y)
                 loss.backward()
-                grads = [p.grad for p in model.parameters() if p.grad is not None]
-                total = loss.detach().sum()
-                if grads:
-                    total = total + torch.stack(torch._foreach_norm(grads)).sum()
-                if not bool(torch.isfinite(total)):
+                if not step_is_finite(loss, gradients(model.parameters())):
                     continue
                 used += 1
                 for (k1, p), (k2, imp) in zip(model.named_parameters(), importances.items()):

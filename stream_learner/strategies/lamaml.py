@@ -58,7 +58,8 @@ from torch import nn
 
 from ..config import Settings
 from .base import Batch, Plugin, Trainable, fit_rows
-from .mer import finite, plugin_loss
+from ..finite import gradients, step_is_finite
+from .mer import plugin_loss
 
 GRAD_CLIP = 2.0
 
@@ -115,7 +116,7 @@ class LaMAML:
             loss, _ = plugin_loss(learner, x, y, int(x.shape[0]), plugins, memory)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-            if not _finite(loss, grads):
+            if not step_is_finite(loss, grads):
                 return self._skip(learner, params, theta0, loss)
             torch._foreach_clamp_min_(grads, -GRAD_CLIP)
             torch._foreach_clamp_max_(grads, GRAD_CLIP)
@@ -130,7 +131,7 @@ class LaMAML:
         with torch.no_grad():
             torch._foreach_copy_(params, theta0)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        if not _finite(meta_loss, grads):
+        if not step_is_finite(meta_loss, grads):
             return self._skip(learner, params, theta0, meta_loss)
         for p, g in zip(params, grads):
             p.grad = g
@@ -139,7 +140,7 @@ class LaMAML:
             for plugin in plugins:
                 plugin.after_backward(ctx)
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            if not finite(meta_loss, params):
+            if not step_is_finite(meta_loss, gradients(params)):
                 return self._skip(learner, params, theta0, meta_loss)
 
         with torch.no_grad():
@@ -174,11 +175,6 @@ class LaMAML:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.alpha = {str(k): v.clone() for k, v in state["alpha"].items()}
         self.updates = int(state.get("updates", 0))
-
-
-def _finite(loss: torch.Tensor, grads: list[torch.Tensor]) -> bool:
-    total = loss.detach() + torch.stack(torch._foreach_norm(grads)).sum()
-    return bool(torch.isfinite(total))
 
 
 def build(settings: Settings, learner: Trainable) -> LaMAML:

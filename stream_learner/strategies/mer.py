@@ -62,6 +62,7 @@ from typing import Any, Sequence
 import torch
 
 from ..config import Settings
+from ..finite import gradients, step_is_finite
 from .base import Batch, Plugin, Step, Trainable
 
 MINI_BATCHES = 4
@@ -69,15 +70,6 @@ MINI_BATCHES = 4
 per example of the batch)."""
 GRAD_CLIP = 2.0
 """Total-norm clip of each inner SGD gradient (Avalanche's La-MAML default)."""
-
-
-def finite(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> bool:
-    """Loss and every gradient finite (one host sync, like ``Learner._finite``)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    total = loss.detach()
-    if grads:
-        total = total + torch.stack(torch._foreach_norm(grads)).sum()
-    return bool(torch.isfinite(total))
 
 
 def plugin_loss(learner: Any, x: torch.Tensor, y: torch.Tensor, n_new: int,
@@ -172,7 +164,7 @@ class MER:
             ctx = Step(learner.model, x, y, len(chunk), None, memory)
         for plugin in plugins:
             plugin.after_backward(ctx)
-        if not finite(torch.zeros(()), params):
+        if not step_is_finite(torch.zeros(()), gradients(params)):
             learner.skipped_steps += 1          # weights stay at theta0
             return
         with torch.no_grad():

@@ -32,7 +32,7 @@ from .checkpoint import CheckpointStore
 from .config import Settings
 from .drift import DriftReport
 from .evaluation import PrequentialAccuracy, RollingMean
-from .events import TOO_LARGE, DecodedBatch, EventDecoder
+from .events import TOO_LARGE, TOO_MANY_CLASSES, DecodedBatch, EventDecoder
 from .kafka_io import Listener, ReliableProducer, make_consumer, make_producer
 from .federation.transport import Federation
 from .learner_host import (FedRound, Learned, LearnerHost, Predicted, Result, WorkerLearner,
@@ -355,11 +355,14 @@ class Daemon:
                                      now=time.monotonic())
             self.metrics.step_size.set(step)
             if n_labeled == labeled.size:
-                x, labels, ts = batch.x, batch.labels, batch.ts
+                x, labels, ts, rows = batch.x, batch.labels, batch.ts, batch.index
             else:
-                x, ts = batch.x[labeled], batch.ts[labeled]
+                x, ts, rows = batch.x[labeled], batch.ts[labeled], batch.index[labeled]
                 labels = [lab for lab, m in zip(batch.labels, labeled) if m]
-            self.learner.submit_learn(x, labels, ctx=ts, step_size=step)  # type: ignore[arg-type]
+            # The records ride along: the learner may refuse an event (a label beyond
+            # model.max_classes), and that one is dead-lettered when its result arrives.
+            self.learner.submit_learn(x, labels, ctx=(ts, records, rows),  # type: ignore[arg-type]
+                                      step_size=step)
         if n_labeled < labeled.size:
             rows = np.flatnonzero(~labeled)
             ids = [batch.ids[r] for r in rows]
@@ -381,7 +384,11 @@ class Daemon:
         """Account for what the learner finished: metrics, predictions to publish."""
         for ctx, result in results:
             if isinstance(result, Learned):
-                self._learned(result, ctx)
+                ts, records, rows = ctx
+                if result.refused.size:
+                    self._dead_letter_refused(result, records, rows)
+                    ts = np.delete(ts, result.refused)
+                self._learned(result, ts)
             elif isinstance(result, FedRound):
                 assert self.federation is not None
                 self.federation.finish_round(result.snapshot, result.report)
@@ -443,23 +450,31 @@ class Daemon:
         self.metrics.predictions.inc(len(ids))
 
     def _dead_letter(self, records: list[Any], batch: DecodedBatch) -> None:
-        assert self.producer is not None
-        topic = self.settings.kafka.dlq_topic
         for rej in batch.rejects:
-            rec = records[rej.index]
-            value = rec.value or b""
-            headers = [("reason", rej.reason.encode()), ("detail", rej.detail.encode()),
-                       ("source_topic", rec.topic.encode()),
-                       ("source_partition", str(rec.partition).encode()),
-                       ("source_offset", str(rec.offset).encode())]
-            if rej.reason == TOO_LARGE and len(value) > DLQ_MAX_VALUE_BYTES:
-                headers.append(("truncated_from_bytes", str(len(value)).encode()))
-                value = value[:DLQ_MAX_VALUE_BYTES]
-            self.producer.send(topic, value, key=rec.key, headers=headers)
-            self.counters.rejected[rej.reason] = self.counters.rejected.get(rej.reason, 0) + 1
-            self.metrics.events_rejected.labels(rej.reason).inc()
-            log.debug("rejected %s[%d]@%d: %s (%s)", rec.topic, rec.partition, rec.offset,
-                      rej.reason, rej.detail)
+            self._reject(records[rej.index], rej.reason, rej.detail)
+
+    def _dead_letter_refused(self, result: Learned, records: list[Any],
+                             rows: np.ndarray) -> None:
+        detail = (f"the model knows model.max_classes={self.settings.model.max_classes} "
+                  f"classes; this label would add one more")
+        for pos in result.refused.tolist():
+            self._reject(records[int(rows[pos])], TOO_MANY_CLASSES, detail)
+
+    def _reject(self, rec: Any, reason: str, detail: str) -> None:
+        assert self.producer is not None
+        value = rec.value or b""
+        headers = [("reason", reason.encode()), ("detail", detail.encode()),
+                   ("source_topic", rec.topic.encode()),
+                   ("source_partition", str(rec.partition).encode()),
+                   ("source_offset", str(rec.offset).encode())]
+        if reason == TOO_LARGE and len(value) > DLQ_MAX_VALUE_BYTES:
+            headers.append(("truncated_from_bytes", str(len(value)).encode()))
+            value = value[:DLQ_MAX_VALUE_BYTES]
+        self.producer.send(self.settings.kafka.dlq_topic, value, key=rec.key, headers=headers)
+        self.counters.rejected[reason] = self.counters.rejected.get(reason, 0) + 1
+        self.metrics.events_rejected.labels(reason).inc()
+        log.debug("rejected %s[%d]@%d: %s (%s)", rec.topic, rec.partition, rec.offset,
+                  reason, detail)
 
     def _throttle_if_backlogged(self) -> None:
         """Pause fetching while the broker is not acknowledging our DLQ/prediction sends."""

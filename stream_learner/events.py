@@ -35,6 +35,12 @@ REJECT_REASONS: tuple[str, ...] = (
     NOT_JSON, NOT_OBJECT, MISSING_FEATURES, EMPTY_FEATURES, WRONG_LENGTH,
     FEATURE_NAMES_MISMATCH, NON_NUMERIC, NON_FINITE, TOO_LARGE, BAD_LABEL, BAD_METADATA)
 
+# Not decided here: the learner refuses a label that would add a class beyond
+# model.max_classes, and the daemon dead-letters that event with this reason.
+TOO_MANY_CLASSES = "too_many_classes"
+# Every reason a DLQ record can carry (the decoder's and the learner's).
+DLQ_REASONS: tuple[str, ...] = REJECT_REASONS + (TOO_MANY_CLASSES,)
+
 Label = int | str
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 

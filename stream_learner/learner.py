@@ -27,7 +27,7 @@ from .drift import DriftAdapter
 from .federation.merge import Federated
 from .finite import gradients, step_is_finite
 from .forgetting import ForgettingProbes
-from .labels import Label, LabelMap
+from .labels import REFUSED, Label, LabelMap
 from .model import MLP, select_device
 from .strategies import Batch, Plugin, Step, Strategy, UpdateStats, make_strategy
 
@@ -43,7 +43,7 @@ class Learner:
         self.step_size = settings.model.max_step_size
         self.warmup_events = settings.model.warmup_events
         self.seen = 0          # labeled events learned so far (drives the warm-up)
-        self.labels = LabelMap()
+        self.labels = LabelMap(max_size=settings.model.max_classes)
         self.model: MLP | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.strategy: Strategy = make_strategy(settings, self)
@@ -113,8 +113,23 @@ class Learner:
         return ([labels[i] if i >= 0 else None for i in idx.tolist()], p.tolist())
 
     def encode_labels(self, labels: Sequence[Label]) -> torch.Tensor:
-        y = torch.tensor(self.labels.encode(labels), dtype=torch.int64)
-        return y.to(self.device, non_blocking=True)
+        """Class indices; raises when a label would exceed ``model.max_classes``."""
+        y, refused = self.admit_labels(labels)
+        if refused.size:
+            raise ValueError(f"label {labels[int(refused[0])]!r} would be class "
+                             f"{len(self.labels) + 1}, beyond model.max_classes "
+                             f"{self.labels.max_size}")
+        return y
+
+    def admit_labels(self, labels: Sequence[Label]) -> tuple[torch.Tensor, np.ndarray]:
+        """Class indices of the admitted events, and the positions refused because their
+        label would add a class beyond ``model.max_classes`` (the daemon dead-letters
+        those as too_many_classes)."""
+        idx = np.asarray(self.labels.encode(labels), dtype=np.int64)
+        refused = np.flatnonzero(idx == REFUSED)
+        if refused.size:
+            idx = idx[idx != REFUSED]
+        return torch.from_numpy(idx).to(self.device, non_blocking=True), refused
 
     def learn_tensors(self, x: torch.Tensor, y: torch.Tensor) -> UpdateStats:
         """Learn already-encoded classes (``y`` from :meth:`encode_labels`)."""

@@ -45,6 +45,7 @@ from .drift import DriftReport
 from .federation.merge import MergeReport, PeerModel, Snapshot
 from .labels import Label
 from .learner import Learner
+from .strategies import UpdateStats
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,9 @@ class Learned:
     probe_accuracy: list[float] = field(default_factory=list)
     skipped_steps: int = 0  # total so far: non-finite steps not applied
     drift: DriftReport | None = None
+    # Positions in the request whose label would add a class beyond model.max_classes:
+    # not learned, not in y/pred; the daemon dead-letters them as too_many_classes.
+    refused: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -113,10 +117,17 @@ class _Core:
         lrn = self.learner
         if kind == "learn":
             t0 = time.perf_counter()
-            y = lrn.encode_labels(request[2])
+            x_np = request[1]
+            y, refused = lrn.admit_labels(request[2])
+            if refused.size:
+                x_np = np.delete(x_np, refused, axis=0)
             if request[3] is not None:
                 lrn.step_size = request[3]
-            keep, pred, stats = lrn.observe(lrn.to_tensor(request[1]), y)
+            if y.numel():
+                keep, pred, stats = lrn.observe(lrn.to_tensor(x_np), y)
+            else:     # every event of the batch was refused
+                keep = pred = y
+                stats = UpdateStats(0.0, 0)
             held_out = int(y.shape[0] - int(keep.sum()))
             if held_out:
                 y = y[keep]
@@ -124,7 +135,8 @@ class _Core:
             result: Any = Learned(y.cpu().numpy(), pred.cpu().numpy(), stats.loss, stats.steps,
                                   time.perf_counter() - t0, time.time(), held_out,
                                   probes.forgetting, probes.backward_transfer,
-                                  probes.accuracies(), lrn.skipped_steps, lrn.drift.report())
+                                  probes.accuracies(), lrn.skipped_steps, lrn.drift.report(),
+                                  refused)
         elif kind == "predict":
             x = lrn.to_tensor(request[1])
             idx, proba = lrn.predict_indices(x)

@@ -21,7 +21,7 @@ from prometheus_client.utils import floatToGoString
 
 from .drift.export import DriftMetrics
 from .federation.export import FederationMetrics
-from .events import REJECT_REASONS
+from .events import DLQ_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Metrics:
         self.events_rejected = Counter(p + "events_rejected_total",
                                        "Events sent to the dead-letter topic.", ["reason"],
                                        registry=r)
-        for reason in REJECT_REASONS:
+        for reason in DLQ_REASONS:
             self.events_rejected.labels(reason)
         self.predictions = Counter(p + "predictions_total",
                                    "Predictions published for unlabeled events.", registry=r)

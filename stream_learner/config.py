@@ -113,6 +113,10 @@ class ModelSettings(_Section):
                              "too_many_classes, and peers cannot add more either.")
     max_abs_feature: float = Field(1e9, gt=0, description="Events with a feature of larger "
                                    "magnitude are rejected as out_of_range.")
+    scaler_clip_sigmas: float = Field(6.0, ge=0, description="The input standardiser counts "
+                                      "a value beyond this many standard deviations as the "
+                                      "bound, so one extreme event cannot rescale a feature "
+                                      "for good; 0 keeps plain running moments.")
     n_features: int | None = Field(None, ge=1, description="Feature count; learned from the "
                                                            "first valid event when unset.")
     feature_names: tuple[str, ...] | None = Field(

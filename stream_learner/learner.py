@@ -65,7 +65,8 @@ class Learner:
         """Create the model once the feature count is known (first valid event)."""
         if self.model is not None:
             return
-        self.model = MLP(n_features, self.settings.model.hidden).to(self.device)
+        m = self.settings.model
+        self.model = MLP(n_features, m.hidden, clip_sigmas=m.scaler_clip_sigmas).to(self.device)
         self.optimizer = self._make_optimizer(self.model.parameters())
 
     def _make_optimizer(self, params: Any) -> torch.optim.Optimizer:
@@ -309,6 +310,10 @@ class Learner:
             "labels": self.labels.state_dict(),
             "n_features": None if self.model is None else self.model.n_features,
             "model": None if self.model is None else _to_cpu(self.model.state_dict()),
+            # The standardiser's first rows until its robust re-estimate (raw events:
+            # kept out of the model's state_dict, which peers receive).
+            "scaler_start_rows": None if self.model is None else
+            _to_cpu(self.model.scaler.start_rows),
             "optimizer": None if self.optimizer is None else _to_cpu(self.optimizer.state_dict()),
             "strategy_name": self.strategy.name,
             "strategy": self.strategy.state_dict(),
@@ -333,6 +338,8 @@ class Learner:
             self.build(state["n_features"])
             assert self.model is not None
             self.model.load_state_dict(state["model"])
+            rows = state.get("scaler_start_rows")
+            self.model.scaler.start_rows = None if rows is None else rows.to(self.device)
             self.optimizer = self._make_optimizer(self.model.parameters())
             self.optimizer.load_state_dict(state["optimizer"])
         self.strategy.load_state_dict(state["strategy"])

@@ -32,8 +32,10 @@ from .checkpoint import CheckpointStore
 from .config import Settings
 from .drift import DriftReport
 from .evaluation import PrequentialAccuracy, RollingMean
-from .events import TOO_LARGE, TOO_MANY_CLASSES, DecodedBatch, EventDecoder
-from .kafka_io import Listener, ReliableProducer, make_consumer, make_producer
+from .events import TOO_MANY_CLASSES, DecodedBatch, EventDecoder
+from .kafka_io import Listener, make_consumer, make_producer
+from .outputs import ReliableProducer
+from .undeliverable import OutputRecord, UndeliverableLog
 from .federation.transport import Federation
 from .learner_host import (FedRound, Learned, LearnerHost, Predicted, Result, WorkerLearner,
                            make_learner_host)
@@ -44,7 +46,10 @@ from .systemd import Notifier
 
 log = logging.getLogger(__name__)
 
-DLQ_MAX_VALUE_BYTES = 256 * 1024   # an oversize event is dead-lettered truncated, marked so
+# A DLQ copy (value, key and headers) is cut to this, marked truncated_from_bytes: far
+# below Kafka's default message.max.bytes (1 MiB) and the producer's max_request_size,
+# so a copy of any event we could read is one the broker accepts.
+DLQ_MAX_RECORD_BYTES = 256 * 1024
 MAX_PENDING_RECORDS = 200_000      # pause consumption while this many sends are unacknowledged
 STATUS_EVERY_S = 10.0              # systemd STATUS= line (`systemctl status`) refresh
 CommitMode = Literal["sync", "async", "none"]
@@ -126,6 +131,8 @@ class Daemon:
         self.metrics.model_info.info({"strategy": settings.strategy.name,
                                       "device": self.learner.info.device})
         self.metrics.drift.declare(settings)
+        self.metrics.declare_outputs([settings.kafka.dlq_topic,
+                                      settings.kafka.predictions_topic])
         worker = self.learner
         if isinstance(worker, WorkerLearner):
             self.metrics.declare_worker(lambda: worker.pid)
@@ -235,7 +242,7 @@ class Daemon:
             try:
                 t0 = time.monotonic()
                 if self.producer is None:
-                    self.producer = ReliableProducer(make_producer(self.settings))
+                    self.producer = self._make_producer()
                     log.info("producer connected in %.1fs", time.monotonic() - t0)
                 if self.stopping:       # a SIGTERM while connecting: no group join
                     break
@@ -256,6 +263,25 @@ class Daemon:
                     time.sleep(0.05)        # a SIGTERM ends the wait, not just the loop
                 delay = min(delay * 2, 10.0)
         return False
+
+    def _make_producer(self) -> ReliableProducer:
+        s = self.settings
+        spill = UndeliverableLog(s.checkpoint.dir / "undeliverable.jsonl",
+                                 s.checkpoint.undeliverable_max_bytes)
+        return ReliableProducer(make_producer(s), spill, s.kafka.output_retry_seconds,
+                                on_spilled=self._spilled, topic_exists=self._topic_exists)
+
+    def _spilled(self, record: OutputRecord, reason: str) -> None:
+        self.metrics.output_failures.labels(record.topic, reason).inc()
+
+    def _topic_exists(self, topic: str) -> bool | None:
+        """Asks the broker (a metadata request); None when it cannot be asked."""
+        if self.consumer is None:
+            return None
+        try:
+            return topic in self.consumer.topics()
+        except KafkaError:
+            return None
 
     # -- rebalance callbacks (run inside poll) ----------------------------------------------
     def _on_revoked(self, revoked: set[TopicPartition], commit: bool) -> Any:
@@ -366,8 +392,10 @@ class Daemon:
         if n_labeled < labeled.size:
             rows = np.flatnonzero(~labeled)
             ids = [batch.ids[r] for r in rows]
-            keys = [records[int(batch.index[r])].key for r in rows]
-            self.learner.submit_predict(batch.x[rows], ctx=(ids, keys))
+            unlabeled = [records[int(batch.index[r])] for r in rows]
+            self.learner.submit_predict(
+                batch.x[rows], ctx=(ids, [r.key for r in unlabeled],
+                                    [(r.topic, r.partition, r.offset) for r in unlabeled]))
         last: dict[tuple[str, int], int] = {}
         for r in records:   # records of one partition are in offset order
             last[(r.topic, r.partition)] = r.offset
@@ -439,13 +467,14 @@ class Daemon:
             self.metrics.event_to_update.observe_many(np.maximum(result.finished_at - ts, 0.0))
 
     def _publish_predictions(self, result: Predicted, ids: list[str],
-                             keys: list[bytes | None]) -> None:
+                             keys: list[bytes | None], sources: list[tuple[str, int, int]]
+                             ) -> None:
         assert self.producer is not None
         topic = self.settings.kafka.predictions_topic
         messages = encode_predictions(ids, result.idx.tolist(), result.proba.tolist(),
                                       self.learner.info.labels, self.counters.learned)
-        for key, value in zip(keys, messages):
-            self.producer.send(topic, value, key=key)
+        for key, value, source in zip(keys, messages, sources):
+            self.producer.send(OutputRecord(topic, value, key, None, source))
         self.counters.predicted += len(ids)
         self.metrics.predictions.inc(len(ids))
 
@@ -462,24 +491,26 @@ class Daemon:
 
     def _reject(self, rec: Any, reason: str, detail: str) -> None:
         assert self.producer is not None
-        value = rec.value or b""
         headers = [("reason", reason.encode()), ("detail", detail.encode()),
                    ("source_topic", rec.topic.encode()),
                    ("source_partition", str(rec.partition).encode()),
                    ("source_offset", str(rec.offset).encode())]
-        if reason == TOO_LARGE and len(value) > DLQ_MAX_VALUE_BYTES:
-            headers.append(("truncated_from_bytes", str(len(value)).encode()))
-            value = value[:DLQ_MAX_VALUE_BYTES]
-        self.producer.send(self.settings.kafka.dlq_topic, value, key=rec.key, headers=headers)
+        value, key = dlq_copy(rec.value or b"", rec.key, headers)
+        self.producer.send(OutputRecord(self.settings.kafka.dlq_topic, value, key, headers,
+                                        (rec.topic, rec.partition, rec.offset)))
         self.counters.rejected[reason] = self.counters.rejected.get(reason, 0) + 1
         self.metrics.events_rejected.labels(reason).inc()
         log.debug("rejected %s[%d]@%d: %s (%s)", rec.topic, rec.partition, rec.offset,
                   reason, detail)
 
     def _throttle_if_backlogged(self) -> None:
-        """Pause fetching while the broker is not acknowledging our DLQ/prediction sends."""
+        """Pause fetching while the broker is not acknowledging our DLQ/prediction sends
+        (bounded in records and in bytes: ``kafka.max_pending_bytes``)."""
         assert self.consumer is not None and self.producer is not None
-        if self.producer.pending < MAX_PENDING_RECORDS:
+        pending_bytes = self.producer.pending_bytes
+        self.metrics.output_pending_bytes.set(pending_bytes)
+        if (self.producer.pending < MAX_PENDING_RECORDS
+                and pending_bytes < self.settings.kafka.max_pending_bytes):
             if self.consumer.paused():
                 self.consumer.resume(*self.consumer.paused())
             return
@@ -491,6 +522,12 @@ class Daemon:
         now = time.monotonic()
         self._next_housekeeping = now + 1.0
         self._refresh_gauges()
+        if self.producer is not None:
+            spill = self.producer.spill
+            self.health.block("undeliverable", f"{spill.path} is full "
+                              f"(checkpoint.undeliverable_max_bytes): records wait, "
+                              f"checkpoints stop" if spill.full else None)
+            self.metrics.ready.set(1 if self.health.is_ready() else 0)
         if self._notified_ready and now >= self._next_status:
             self._next_status = now + STATUS_EVERY_S
             self.notifier.status(f"{self.counters.learned} events learned, "
@@ -590,3 +627,25 @@ class Daemon:
 
     def _offsets_text(self) -> str:
         return ", ".join(f"{tp.topic}[{tp.partition}]={o}" for tp, o in sorted(self.offsets.items()))
+
+
+def dlq_copy(value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+             ) -> tuple[bytes, bytes | None]:
+    """(value, key) cut so the whole record fits ``DLQ_MAX_RECORD_BYTES``; ``headers``
+    gain ``truncated_from_bytes`` (the value's size) and, for a key that alone would not
+    fit, ``truncated_key_from_bytes``.
+
+    >>> h = []
+    >>> v, k = dlq_copy(b"x" * 300_000, b"key", h)
+    >>> len(v) + len(k) + sum(len(a) + len(b) for a, b in h) <= DLQ_MAX_RECORD_BYTES, h[0]
+    (True, ('truncated_from_bytes', b'300000'))
+    """
+    budget = DLQ_MAX_RECORD_BYTES - sum(len(k) + len(v) for k, v in headers) - 64
+    if key is not None and len(key) > budget // 2:
+        headers.append(("truncated_key_from_bytes", str(len(key)).encode()))
+        key = key[: budget // 2]
+    budget -= len(key or b"")
+    if len(value) > budget:
+        headers.append(("truncated_from_bytes", str(len(value)).encode()))
+        value = value[:budget]
+    return value, key

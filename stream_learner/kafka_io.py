@@ -1,20 +1,17 @@
-"""kafka-python clients: the group consumer and a producer that never drops a record."""
+"""kafka-python clients: the group consumer, the producer and the rebalance listener
+(the producer's delivery bookkeeping is :mod:`stream_learner.outputs`)."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import KafkaError
 
 from .config import Settings
 
 log = logging.getLogger(__name__)
-
-Headers = list[tuple[str, bytes]]
-
 
 def make_consumer(settings: Settings) -> KafkaConsumer:
     """A group consumer with manual commits; raises NoBrokersAvailable while Kafka is away."""
@@ -79,70 +76,3 @@ class Listener(AsyncConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self._on_assigned(set(assigned))
-
-
-class ReliableProducer:
-    """Keeps every record until the broker has acknowledged it.
-
-    ``flush()`` answers the one question the checkpoint needs: has everything sent so
-    far been delivered? Failed records are re-sent, never dropped.
-    """
-
-    def __init__(self, producer: KafkaProducer) -> None:
-        self.producer = producer
-        self._unsent: list[tuple[str, bytes, bytes | None, Headers]] = []
-        self._inflight: list[tuple[Any, tuple[str, bytes, bytes | None, Headers]]] = []
-
-    @property
-    def pending(self) -> int:
-        return len(self._unsent) + len(self._inflight)
-
-    def send(self, topic: str, value: bytes, key: bytes | None = None,
-             headers: Headers | None = None) -> None:
-        record = (topic, value, key, headers or [])
-        if self._unsent:           # keep order behind earlier failures
-            self._unsent.append(record)
-            return
-        self._try_send(record)
-
-    def send_many(self, records: Sequence[tuple[str, bytes, bytes | None, Headers]]) -> None:
-        for record in records:
-            self.send(*record)
-
-    def _try_send(self, record: tuple[str, bytes, bytes | None, Headers]) -> bool:
-        try:
-            topic, value, key, headers = record
-            self._inflight.append((self.producer.send(topic, value=value, key=key,
-                                                      headers=headers), record))
-            return True
-        except KafkaError as exc:
-            log.debug("send to %s deferred: %s", record[0], exc)
-            self._unsent.append(record)
-            return False
-
-    def flush(self, timeout_s: float) -> bool:
-        """Retry what failed, wait up to ``timeout_s``; True when nothing is pending."""
-        retry, self._unsent = self._unsent, []
-        for i, record in enumerate(retry):
-            if not self._try_send(record):
-                self._unsent.extend(retry[i + 1:])
-                break
-        try:
-            self.producer.flush(timeout=timeout_s)
-        except KafkaError as exc:
-            log.debug("producer flush incomplete: %s", exc)
-        still: list[Any] = []
-        for future, record in self._inflight:
-            if not future.is_done:
-                still.append((future, record))
-            elif future.failed():
-                log.warning("delivery to %s failed (%s); will retry", record[0], future.exception)
-                self._unsent.append(record)
-        self._inflight = still
-        return self.pending == 0
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        try:
-            self.producer.close(timeout=timeout_s)
-        except KafkaError as exc:  # pragma: no cover - best effort at shutdown
-            log.warning("producer close: %s", exc)

@@ -22,6 +22,7 @@ from prometheus_client.utils import floatToGoString
 from .drift.export import DriftMetrics
 from .federation.export import FederationMetrics
 from .events import DLQ_REASONS
+from .outputs import OUTPUT_FAILURE_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,17 @@ class Metrics:
                                     ["operation"], registry=r)
         for op in ("connect", "poll", "commit", "produce"):
             self.kafka_errors.labels(op)
-        self.ready = Gauge(p + "ready", "1 while consuming with an assignment.", registry=r)
+        self.output_failures = Counter(
+            p + "output_failures_total", "DLQ and prediction records Kafka refused for good "
+            "(too large, not authorised, unknown topic), spilled to undeliverable.jsonl "
+            "after kafka.output_retry_seconds.", ["topic", "reason"], registry=r)
+        self.output_pending_bytes = Gauge(
+            p + "output_pending_bytes", "Bytes of DLQ and prediction records not yet "
+            "acknowledged by Kafka (consumption pauses at kafka.max_pending_bytes).",
+            registry=r)
+        self.ready = Gauge(p + "ready", "1 while /readyz answers 200: consuming with an "
+                           "assignment, and nothing blocks it (a full undeliverable.jsonl).",
+                           registry=r)
         self.build_info = Info(p + "build", "Version of stream-learner.", registry=r)
         self.model_info = Info(p + "model", "Strategy and device of the model.", registry=r)
         self.drift = DriftMetrics(r, p)
@@ -151,6 +162,12 @@ class Metrics:
         ProcessCollector(registry=r)
         self.gpu_allocated: Gauge | None = None
         self.gpu_reserved: Gauge | None = None
+
+    def declare_outputs(self, topics: Iterable[str]) -> None:
+        """Every (topic, reason) of output_failures_total at 0: alerts need the series."""
+        for topic in topics:
+            for reason in OUTPUT_FAILURE_REASONS:
+                self.output_failures.labels(topic, reason)
 
     def declare_worker(self, pid: Callable[[], int | None]) -> None:
         """CPU and memory of the learner worker process (stream_learner_worker_process_*)."""
@@ -175,7 +192,27 @@ class Health:
     def __init__(self, stall_seconds: float) -> None:
         self.stall_seconds = stall_seconds
         self.last_tick = time.monotonic()
-        self.ready = False
+        self.ready = False          # consuming with an assignment
+        # Why the daemon is not fit to serve although consuming (name -> one line),
+        # e.g. a full undeliverable.jsonl: /readyz fails and says so.
+        self.blockers: dict[str, str] = {}
+
+    def block(self, name: str, why: str | None) -> None:
+        """Set (``why``) or clear (None) one reason for failing readiness."""
+        if why is None:
+            self.blockers.pop(name, None)
+        else:
+            self.blockers[name] = why
+
+    def is_ready(self) -> bool:
+        return self.ready and not self.blockers
+
+    def readiness_text(self) -> bytes:
+        if self.is_ready():
+            return b"ready\n"
+        if not self.ready:
+            return b"not consuming\n"
+        return "".join(f"{why}\n" for why in self.blockers.values()).encode()
 
     def tick(self) -> None:
         self.last_tick = time.monotonic()
@@ -217,8 +254,7 @@ def _handler(metrics: Metrics, health: Health) -> type[BaseHTTPRequestHandler]:
                 ok = health.alive()
                 self._send(200 if ok else 503, b"ok\n" if ok else b"loop stalled\n")
             elif path == "/readyz":
-                ok = health.ready
-                self._send(200 if ok else 503, b"ready\n" if ok else b"not consuming\n")
+                self._send(200 if health.is_ready() else 503, health.readiness_text())
             else:
                 self._send(404, b"try /metrics, /healthz or /readyz\n")
 

@@ -103,6 +103,7 @@ def exported_names() -> set[str]:
     """Series names on the wire of a daemon's registry (counters with _total, ...)."""
     m = Metrics()
     m.drift.declare(Settings())
+    m.declare_outputs([Settings().kafka.dlq_topic, Settings().kafka.predictions_topic])
     names: set[str] = set()
     for family in m.registry.collect():
         base = family.name
@@ -223,6 +224,7 @@ def healthy_daemon_series(instance: str, samples: int, step_s: int) -> list[dict
     after it has consumed events for a while (counters rising, lag on a partition)."""
     m = Metrics()
     m.drift.declare(Settings())
+    m.declare_outputs([Settings().kafka.dlq_topic, Settings().kafka.predictions_topic])
     m.build_info.info({"version": "0.0.0-test"})
     m.model_info.info({"strategy": "replay", "device": "cpu"})
     m.consumer_lag.labels("0").set(120)

@@ -29,7 +29,9 @@ import gc
 import io
 import logging
 import multiprocessing as mp
+import queue
 import signal
+import threading
 import time
 import traceback
 from collections import deque
@@ -301,6 +303,12 @@ class WorkerLearner:
     The worker is spawned (not forked: torch and CUDA must not inherit a threaded
     parent) and exits when it reads end-of-file, so a daemon killed with ``-9`` leaves
     no orphan behind.
+
+    A reader thread takes every reply off the pipe as soon as the worker writes it.
+    Without it the two could deadlock: the daemon writing a request larger than the
+    socket buffer while the worker writes a reply larger than it, each waiting for the
+    other to read.  Now the worker's writes always drain, so it always gets back to
+    reading requests.
     """
 
     def __init__(self, settings: Settings, start_timeout_s: float = 120.0) -> None:
@@ -312,10 +320,18 @@ class WorkerLearner:
         child.close()
         self._pending: deque[Any] = deque()          # ctx of each request, in order
         self._ready: list[tuple[Any, Result]] = []   # read while waiting for room
+        self._replies: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         if not self._conn.poll(start_timeout_s):
             self.close()
             raise LearnerError(f"learner worker did not start in {start_timeout_s:.0f}s")
-        reply = self._recv()
+        try:
+            reply = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            self.close()
+            raise LearnerError(f"learner worker exited (code {self._proc.exitcode})") from exc
+        self._reader = threading.Thread(target=self._read_replies, name="learner-replies",
+                                        daemon=True)
+        self._reader.start()
         self.info = LearnerInfo(device=reply[1])
         log.info("learner worker pid %d on %s", self._proc.pid, self.info.device)
 
@@ -327,11 +343,24 @@ class WorkerLearner:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    def _recv(self) -> tuple[Any, ...]:
+    def _read_replies(self) -> None:
+        """The reader thread: every reply into the queue; None once the worker is gone."""
         try:
-            reply = self._conn.recv()
-        except (EOFError, OSError) as exc:
-            raise LearnerError(f"learner worker exited (code {self._proc.exitcode})") from exc
+            while True:
+                self._replies.put(self._conn.recv())
+        except (EOFError, OSError):
+            self._replies.put(None)
+
+    def _recv(self, block: bool = True) -> tuple[Any, ...] | None:
+        """The next reply; None when ``block`` is False and none has arrived."""
+        try:
+            reply = self._replies.get(block=block)
+        except queue.Empty:
+            return None
+        if reply is None:
+            self._replies.put(None)          # every later call sees it too
+            self._proc.join(5.0)
+            raise LearnerError(f"learner worker exited (code {self._proc.exitcode})")
         if reply[0] == "error":
             log.error("learner worker failed:\n%s", reply[2])
             raise LearnerError(f"learner failed: {reply[1]}")
@@ -359,8 +388,11 @@ class WorkerLearner:
     def completed(self, wait: bool = False) -> list[tuple[Any, Result]]:
         """Results ready now; with ``wait``, at least one if anything is in flight."""
         done, self._ready = self._ready, []
-        while self._pending and (self._conn.poll() or (wait and not done)):
-            _, result, delta = self._recv()
+        while self._pending:
+            reply = self._recv(block=wait and not done)
+            if reply is None:
+                break
+            _, result, delta = reply
             _apply_info(self.info, delta)
             done.append((self._pending.popleft(), result))
         return done
@@ -378,7 +410,9 @@ class WorkerLearner:
             self._conn.send(request)
         except (BrokenPipeError, OSError) as exc:
             raise LearnerError(f"learner worker exited (code {self._proc.exitcode})") from exc
-        return self._recv()
+        reply = self._recv()
+        assert reply is not None
+        return reply
 
     def state_dict(self) -> dict[str, Any]:
         blob = self._call(("state",))[1]

@@ -37,6 +37,7 @@ from .kafka_io import Listener, make_consumer, make_producer
 from .outputs import ReliableProducer
 from .undeliverable import OutputRecord, UndeliverableLog
 from .federation.transport import Federation
+from .lineage import Lineage
 from .learner_host import (FedRound, Learned, LearnerHost, Predicted, Result, WorkerLearner,
                            make_learner_host)
 from .metrics import Health, Metrics, MetricsServer
@@ -112,6 +113,7 @@ class Daemon:
         self.pacer = StepPacer(m.step_size, m.max_step_size, m.learn_budget, time.monotonic())
         self.metrics.step_size.set(self.pacer.value)
         self.offsets: dict[TopicPartition, int] = {}     # next offset to process
+        self.lineage = Lineage()                         # offsets this model processed
         self.store = CheckpointStore(settings.checkpoint.dir, settings.checkpoint.keep)
         self.consumer: KafkaConsumer | None = None
         self.producer: ReliableProducer | None = None
@@ -159,6 +161,8 @@ class Daemon:
             return
         self.learner.load_state_dict(state["learner"])
         self.decoder.load_state_dict(state["decoder"])
+        if "lineage" in state:        # older checkpoints have none
+            self.lineage.load_state_dict(state["lineage"])
         self.accuracy.load_state_dict(state["accuracy"])
         self.loss.load_state_dict(state["loss"])
         self.counters.load_state_dict(state["counters"])
@@ -396,11 +400,12 @@ class Daemon:
             self.learner.submit_predict(
                 batch.x[rows], ctx=(ids, [r.key for r in unlabeled],
                                     [(r.topic, r.partition, r.offset) for r in unlabeled]))
-        last: dict[tuple[str, int], int] = {}
+        by_partition: dict[tuple[str, int], list[int]] = {}
         for r in records:   # records of one partition are in offset order
-            last[(r.topic, r.partition)] = r.offset
-        for (topic, partition), offset in last.items():
-            self.offsets[TopicPartition(topic, partition)] = offset + 1
+            by_partition.setdefault((r.topic, r.partition), []).append(r.offset)
+        for (topic, partition), offsets in by_partition.items():
+            self.offsets[TopicPartition(topic, partition)] = offsets[-1] + 1
+            self.lineage.add_offsets(topic, partition, offsets)
         n = len(records)
         self.counters.consumed += n
         self._since_checkpoint += n
@@ -583,7 +588,8 @@ class Daemon:
         return {"version": __version__, "created": time.time(),
                 "learner": self.learner.state_dict(), "decoder": self.decoder.state_dict(),
                 "accuracy": self.accuracy.state_dict(), "loss": self.loss.state_dict(),
-                "counters": self.counters.state_dict(), "offsets": offsets}
+                "counters": self.counters.state_dict(), "offsets": offsets,
+                "lineage": self.lineage.state_dict()}
 
     def checkpoint(self, commit: CommitMode = "sync", flush_timeout_s: float = 5.0) -> bool:
         """Flush → checkpoint → commit. False (and retried later) if the flush is incomplete."""

@@ -165,12 +165,11 @@ class _Core:
         labels = self.learner.labels.labels
         new = list(labels[self._labels_sent:])
         self._labels_sent = len(labels)
-        buffer = getattr(self.learner.strategy, "buffer", None)
         gpu = (0, 0)
         if self.learner.device.type == "cuda":   # two counter reads, no device sync
             gpu = (torch.cuda.memory_allocated(self.learner.device),
                    torch.cuda.memory_reserved(self.learner.device))
-        return new, len(buffer) if buffer is not None else 0, *gpu
+        return new, self.learner.strategy.memory_events(), *gpu
 
 
 class LearnerHost(Protocol):

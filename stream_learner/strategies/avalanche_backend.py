@@ -464,6 +464,19 @@ class AvalancheStrategy:
         return UpdateStats(loss=loss, steps=len(rec.losses),
                            replayed=max(0, rec.rows - n) + rec.extra_replayed)
 
+    def memory_events(self) -> int:
+        """Rows in the Avalanche storage policy the strategy replays from."""
+        t = self.template
+        if t is None:
+            return 0
+        policy = {"Replay": lambda: self._plugin("ReplayPlugin").storage_policy,
+                  "AGEM": lambda: self._plugin("ReservoirAGEMPlugin").storage,
+                  "MER": lambda: t.buffer.storage_policy,
+                  "ER_ACE": lambda: t.storage_policy, "DER": lambda: t.storage_policy,
+                  "MIR": lambda: self._plugin("MIRPlugin").storage_policy,
+                  }.get(self.avalanche_name)
+        return 0 if policy is None else len(policy().buffer)
+
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"avalanche": self.avalanche_name, "experiences": self.experiences,
                                  "n_classes": self._n_classes}

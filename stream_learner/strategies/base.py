@@ -118,11 +118,14 @@ class Trainable(Protocol):
 
 @runtime_checkable
 class Strategy(Protocol):
-    """update, state_dict, load_state_dict: nothing else is required of a strategy."""
+    """update, memory_events, state_dict, load_state_dict: all a strategy must provide."""
 
     name: str
 
     def update(self, batch: Batch) -> UpdateStats: ...
+
+    def memory_events(self) -> int:
+        """Events held in its replay memory (0 without one): the replay-buffer gauge."""
 
     def state_dict(self) -> dict[str, Any]: ...
 

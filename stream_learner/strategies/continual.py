@@ -148,6 +148,9 @@ class Continual:
         return True
 
     # -- state ------------------------------------------------------------------------
+    def memory_events(self) -> int:
+        return 0 if self.memory is None else len(self.memory)
+
     def state_dict(self) -> dict[str, Any]:
         return {"memory": None if self.memory is None else self.memory.state_dict(),
                 "plugins": {p.name: p.state_dict() for p in self.plugins},

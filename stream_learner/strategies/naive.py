@@ -20,6 +20,9 @@ class Naive:
         return UpdateStats(loss=float(torch.stack(losses).mean()) if losses else 0.0,
                            steps=len(losses))
 
+    def memory_events(self) -> int:
+        return 0
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -33,6 +33,9 @@ class Replay:
         return UpdateStats(loss=float(torch.stack(losses).mean()) if losses else 0.0,
                            steps=len(losses), replayed=replayed)
 
+    def memory_events(self) -> int:
+        return len(self.buffer)
+
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict()}
 

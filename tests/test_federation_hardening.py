@@ -216,3 +216,30 @@ def test_an_update_that_cannot_be_encoded_skips_the_round(site, caplog) -> None:
     assert fed.metrics.updates_sent._value.get() == 0
     assert len(caplog.records) == 1, [r.getMessage() for r in caplog.records]
     assert "cannot encode our update (ValueError: header is" in caplog.records[0].getMessage()
+
+
+def test_the_daemon_checkpoint_carries_the_peer_versions(site, tmp_path: Path) -> None:
+    """Daemon.state_dict() -> store -> a new Daemon's restore(): the replay survives."""
+    from stream_learner.daemon import Daemon
+    settings, peer_key = site
+    settings = settings.model_copy(update={
+        "kafka": settings.kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:1"}),
+        "model": settings.model.model_copy(update={"worker": "inline"}),
+        "checkpoint": settings.checkpoint.model_copy(update={"dir": tmp_path / "ckpt"})})
+    lrn = _learner()
+    data = encode(_update(lrn, version=time.time_ns() // 1000), peer_key)
+    first = Daemon(settings)
+    try:
+        assert first.federation is not None
+        assert isinstance(first.federation.verifier.check(data, time.time()), Update)
+        first.store.save(first.state_dict())
+    finally:
+        first.learner.close()
+    second = Daemon(settings)
+    try:
+        second.restore()
+        assert second.federation is not None
+        got = second.federation.verifier.check(data, time.time())
+        assert isinstance(got, Rejected) and got.reason == "replayed_nonce", got
+    finally:
+        second.learner.close()

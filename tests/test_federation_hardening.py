@@ -158,6 +158,20 @@ def test_a_huge_sample_claim_cannot_dominate_fedavg() -> None:
         assert A.sample_weight(nonsense, 1000) == 0.0
 
 
+def test_a_negative_or_fractional_sample_claim_is_malformed(site) -> None:
+    """Nonsense counts never reach the weighting: the codec refuses them, even signed."""
+    settings, peer_key = site
+    lrn = _learner()
+    fed = _federation(settings)
+    data = encode(_update(lrn, samples=100), peer_key)
+    hlen = int.from_bytes(data[5:9], "little")
+    for bad in (b"-1", b"2.5", b"1e12", b"true"):
+        head = data[9:9 + hlen].replace(b'"samples":100', b'"samples":' + bad)
+        body = data[:5] + len(head).to_bytes(4, "little") + head + data[9 + hlen:-64]
+        got = fed.verifier.check(body + peer_key.sign(body), time.time())
+        assert isinstance(got, Rejected) and got.reason == "malformed", (bad, got)
+
+
 def test_merge_caps_the_peer_sample_weight() -> None:
     lrn = _learner(aggregator="fedavg", max_samples=100, mix=1.0, proximal_mu=0.0)
     local = _state(lrn)

@@ -166,6 +166,8 @@ class Daemon:
         self.accuracy.load_state_dict(state["accuracy"])
         self.loss.load_state_dict(state["loss"])
         self.counters.load_state_dict(state["counters"])
+        if self.federation is not None:
+            self.federation.load_state_dict(state.get("federation"))
         self.metrics.checkpoint_last_success.set(float(state.get("created", 0.0)))
         self.offsets = {TopicPartition(t, p): o for t, parts in state["offsets"].items()
                         for p, o in parts.items()}
@@ -585,11 +587,14 @@ class Daemon:
         offsets: dict[str, dict[int, int]] = {}
         for tp, off in self.offsets.items():
             offsets.setdefault(tp.topic, {})[tp.partition] = off
-        return {"version": __version__, "created": time.time(),
-                "learner": self.learner.state_dict(), "decoder": self.decoder.state_dict(),
-                "accuracy": self.accuracy.state_dict(), "loss": self.loss.state_dict(),
-                "counters": self.counters.state_dict(), "offsets": offsets,
-                "lineage": self.lineage.state_dict()}
+        state = {"version": __version__, "created": time.time(),
+                 "learner": self.learner.state_dict(), "decoder": self.decoder.state_dict(),
+                 "accuracy": self.accuracy.state_dict(), "loss": self.loss.state_dict(),
+                 "counters": self.counters.state_dict(), "offsets": offsets,
+                 "lineage": self.lineage.state_dict()}
+        if self.federation is not None:     # peers' last versions: replays stay replays
+            state["federation"] = self.federation.state_dict()
+        return state
 
     def checkpoint(self, commit: CommitMode = "sync", flush_timeout_s: float = 5.0) -> bool:
         """Flush → checkpoint → commit. False (and retried later) if the flush is incomplete."""

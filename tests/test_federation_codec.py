@@ -13,12 +13,13 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from stream_learner.federation import keys
-from stream_learner.federation.codec import (MalformedUpdate, Update, apply_delta, decode, encode,
-                                             new_nonce)
+from stream_learner.federation.codec import (FORMAT_VERSION, MalformedUpdate, Update, apply_delta,
+                                             decode, encode, new_nonce)
 from stream_learner.federation.verify import REASONS, Rejected, Verifier
 from stream_learner.model import MLP
 
 NOW = 1_700_000_000.0
+PREFIX = b"SLFU" + bytes([FORMAT_VERSION])      # magic and format version of a valid update
 HIDDEN = (64, 64)
 
 
@@ -108,7 +109,7 @@ def test_apply_delta_rejects_shape_mismatch() -> None:
         apply_delta({"w": torch.zeros(2)}, {"w": torch.zeros(3)})
 
 
-def test_decode_fuzz_only_raises_malformed(peer_key: Ed25519PrivateKey) -> None:
+def test_decode_fuzz_rejects_or_parses_exactly_and_never_verifies_a_change(peer_key: Ed25519PrivateKey) -> None:
     rng = random.Random(5)
     small = {"body.0.weight": torch.randn(4, 3), "scaler.mean": torch.randn(3, dtype=torch.float64),
              "n_classes_t": torch.tensor(2)}
@@ -124,19 +125,29 @@ def test_decode_fuzz_only_raises_malformed(peer_key: Ed25519PrivateKey) -> None:
             cases.append(bytes(b))
         cases += [data + b"x", data[:9] + data[9:].replace(b'"f32"', b'"f99"')]
     cases += [os.urandom(rng.randint(0, 300)) for _ in range(300)]
-    cases += [b"SLFU\x01" + os.urandom(rng.randint(0, 300)) for _ in range(300)]
-    cases += [b"SLFU\x01\xff\xff\xff\xff" + bytes(100)]
+    cases += [PREFIX + os.urandom(rng.randint(0, 300)) for _ in range(300)]
+    cases += [PREFIX + b"\xff\xff\xff\xff" + bytes(100)]
+    public = peer_key.public_key()
+    decoded = 0
     for case in cases:
         try:
-            decode(case)
-        except MalformedUpdate:
-            pass
+            signed = decode(case)
+        except MalformedUpdate as exc:
+            assert str(exc) and "\n" not in str(exc), repr(exc)   # a one-line reason
+            continue
+        decoded += 1
+        # whatever parses covers exactly the bytes it came from, and its signature holds
+        # only for an unchanged message (a flip that rewrote a byte with its own value)
+        assert signed.signed + signed.signature == case
+        assert signed.verify(public) == (case in samples)
+    # bit flips in tensor bytes and in the signature still parse: the check saw those
+    assert 20 < decoded < len(cases)
 
 
 def test_decode_bounds() -> None:
     key = Ed25519PrivateKey.generate()
     with pytest.raises(MalformedUpdate, match="header"):
-        decode(b"SLFU\x01" + (2 << 20).to_bytes(4, "little") + bytes(200))
+        decode(PREFIX + (2 << 20).to_bytes(4, "little") + bytes(200))
     with pytest.raises(MalformedUpdate, match="magic"):
         decode(b"NOPE" + bytes(100))
     many = {f"t{i}": torch.zeros(1) for i in range(65)}
@@ -267,8 +278,9 @@ def test_nonce_cache_is_bounded(verifier: Verifier, peer_key: Ed25519PrivateKey)
 
 
 def test_reasons_are_the_metric_labels() -> None:
-    assert REASONS == ("malformed", "bad_signature", "unknown_peer", "replayed_nonce", "stale",
-                       "incompatible", "non_finite", "oversize_norm", "missing_base")
+    assert REASONS == ("malformed", "bad_signature", "unknown_peer", "wrong_federation",
+                       "replayed_nonce", "stale", "incompatible", "too_many_classes", "bad_label",
+                       "non_finite", "oversize_norm", "missing_base")
     with pytest.raises(ValueError):
         Rejected("nope", "")
 

@@ -56,7 +56,7 @@ def _predict(bs: str, topic: str, round_: int) -> list[float]:
     return [got[f"probe-{round_}-{i}"] for i in range(len(PROBES))]
 
 
-def _update(sender: str, *, hidden=(64, 64), scale: float = 1.0, nan: bool = False,
+def _update(federation: str, sender: str, *, labels: list | None = None, hidden=(64, 64), scale: float = 1.0, nan: bool = False,
             age_s: float = 0.0, version: int | None = None, base: int | None = None,
             nonce: bytes | None = None) -> Update:
     net = MLP(DIM, hidden, n_classes=2)
@@ -69,9 +69,9 @@ def _update(sender: str, *, hidden=(64, 64), scale: float = 1.0, nan: bool = Fal
     if nan:
         state["body.0.weight"][0, 0] = float("nan")
     return Update(sender=sender, version=version or time.time_ns() // 1000, samples=100,
-                  labels=["yes", "no"], timestamp=time.time() - age_s,
-                  nonce=nonce or os.urandom(16), n_features=DIM, hidden=tuple(hidden),
-                  params=state, base_version=base)
+                  labels=["yes", "no"] if labels is None else labels,
+                  timestamp=time.time() - age_s, nonce=nonce or os.urandom(16), n_features=DIM,
+                  hidden=tuple(hidden), params=state, base_version=base, federation=federation)
 
 
 def _rejected(d: DaemonProcess) -> dict[str, float]:
@@ -105,12 +105,17 @@ def test_every_rejection_reason_is_counted_and_leaves_the_model_alone(
     producer = KafkaProducer(bootstrap_servers=bs, max_request_size=8 * 1024 * 1024)
     crafted = {
         "malformed": os.urandom(300),
-        "bad_signature": encode(_update("peer"), outsider),         # forged: outsider's key
-        "unknown_peer": encode(_update("outsider"), outsider),      # signed, not allowlisted
-        "stale": encode(_update("peer", age_s=3600), peer),
-        "incompatible": encode(_update("peer", hidden=(32,)), peer),
-        "non_finite": encode(_update("peer", nan=True), peer),
-        "oversize_norm": encode(_update("peer", scale=1e4), peer),  # finite, far away
+        "bad_signature": encode(_update(fed, "peer"), outsider),         # forged: outsider's key
+        "unknown_peer": encode(_update(fed, "outsider"), outsider),      # signed, not allowlisted
+        "stale": encode(_update(fed, "peer", age_s=3600), peer),
+        "incompatible": encode(_update(fed, "peer", hidden=(32,)), peer),
+        "non_finite": encode(_update(fed, "peer", nan=True), peer),
+        "oversize_norm": encode(_update(fed, "peer", scale=1e4), peer),  # finite, far away
+        # authentic, but signed for another federation (a replay from its topic)
+        "wrong_federation": encode(_update("elsewhere", "peer"), peer),
+        "too_many_classes": encode(_update(fed, "peer", labels=[f"c{i}" for i in range(1001)]),
+                                   peer),
+        "bad_label": encode(_update(fed, "peer", labels=["yes", "n" * 300]), peer),
     }
     for data in crafted.values():
         producer.send(fed, data)
@@ -125,10 +130,10 @@ def test_every_rejection_reason_is_counted_and_leaves_the_model_alone(
 
     # A valid update is merged (the model moves); its replay, an older version and a
     # top-k delta on a version we never saw are not.
-    good = _update("peer")
+    good = _update(fed, "peer")
     data = encode(good, peer)
-    older = encode(_update("peer", version=good.version - 1), peer)
-    delta = encode(_update("peer", version=good.version + 5, base=good.version + 1), peer,
+    older = encode(_update(fed, "peer", version=good.version - 1), peer)
+    delta = encode(_update(fed, "peer", version=good.version + 5, base=good.version + 1), peer,
                    topk=0.1)
     for message in (data, data, older, delta):
         producer.send(fed, message)

@@ -295,7 +295,7 @@ def overhead(bs: str, cfg: FederationConfig, work: Path) -> dict[str, Any]:
                             labels=list(peer.labels.labels), timestamp=time.time(),
                             nonce=os.urandom(16), n_features=cfg.dim,
                             hidden=tuple(peer.model.hidden), params=params,  # type: ignore
-                            base_version=None)
+                            base_version=None, federation=fed_topic)
             producer.send(fed_topic, encode(update, key, float16=True))
         producer.close()
 

@@ -298,6 +298,26 @@ def far_outliers(X: Tensor, center: Tensor, factor: float, scale: float | None =
     return dist > factor * scale
 
 
+def sample_weight(samples: object, max_samples: int) -> float:
+    """What a peer's claimed ``samples`` may weigh under fedavg: ``min(samples, max_samples)``.
+
+    The count is self-reported, so it is capped: a peer claiming 1e12 samples weighs no
+    more than one claiming ``max_samples``.  Zero (nothing learned since its last update)
+    weighs 1, like one sample, so that the update still counts.  Anything that is not an
+    integer >= 0 (negative, a float, a bool, NaN) weighs 0: it is dropped from the average
+    (the codec already rejects such headers as malformed; this is the pure function's own
+    guard).
+
+    >>> sample_weight(10**12, 1000), sample_weight(0, 1000), sample_weight(-5, 1000)
+    (1000.0, 1.0, 0.0)
+    """
+    if max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        return 0.0
+    return float(min(max(samples, 1), max_samples))
+
+
 def staleness_weight(age: float, exponent: float = 0.5) -> float:
     """FedAsync's polynomial staleness discount ``(1 + age) ** -exponent``.
 
@@ -360,16 +380,24 @@ def aggregate(name: str, X: Tensor, weights: Weights | None = None, *, trim: flo
 
 
 def aggregate_results(name: str, results: Sequence[tuple[Tensor, float]],
-                      failures: Sequence[BaseException | str] = (), **kw: float | int | None
-                      ) -> Tensor:
+                      failures: Sequence[BaseException | str] = (), *,
+                      max_samples: int | None = None, **kw: float | int | None) -> Tensor:
     """Aggregate the verified ``(flat model, weight)`` pairs; ``failures`` are never used.
 
-    Failures are an argument so that the caller decides, visibly, what was dropped.
+    Failures are an argument so that the caller decides, visibly, what was dropped.  With
+    ``max_samples`` the weights are claimed sample counts, capped by :func:`sample_weight`
+    (like Flower's ``(parameters, num_examples)`` results, minus the trust).
 
     >>> aggregate_results("fedavg", [(torch.ones(2), 1.0)], ["bad signature"])
     tensor([1., 1.])
+    >>> aggregate_results("fedavg", [(torch.zeros(1), 10), (torch.ones(1), 10**12)], max_samples=10)
+    tensor([0.5000])
     """
     if not results:
         raise ValueError(f"no results to aggregate ({len(failures)} failure(s))")
     X = torch.stack([r for r, _ in results])
-    return aggregate(name, X, [float(w) for _, w in results], **kw)  # type: ignore[arg-type]
+    if max_samples is None:
+        weights = [float(w) for _, w in results]
+    else:
+        weights = [sample_weight(w, max_samples) for _, w in results]
+    return aggregate(name, X, weights, **kw)  # type: ignore[arg-type]

@@ -5,9 +5,11 @@ Layout (integers little-endian)::
     b"SLFU" | u8 format version | u32 header length | header (msgspec JSON)
             | tensor bytes (in manifest order, back to back) | 64-byte signature
 
-The signature covers every byte before it. :func:`decode` checks the framing and every
-bound but does *not* verify the signature: :mod:`.verify` does, so that each reject is
-counted under its own reason.
+The signature covers every byte before it, the header's ``federation`` id included, so
+an update is bound to the federation it was published in: replayed on another topic it
+still verifies, and :mod:`.verify` rejects it as ``wrong_federation``.  :func:`decode`
+checks the framing and every bound but does *not* verify the signature: :mod:`.verify`
+does, so that each reject is counted under its own reason.
 
 >>> key = Ed25519PrivateKey.generate()
 >>> upd = Update(sender="a", version=1, samples=10, labels=[0, "x"], timestamp=1.0,
@@ -33,7 +35,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 MAGIC = b"SLFU"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the header carries the (signed) federation id."""
 SIGNATURE_BYTES = 64
 NONCE_BYTES = 16
 MAX_HEADER_BYTES = 1 << 20
@@ -86,6 +89,7 @@ class _Header(msgspec.Struct, forbid_unknown_fields=True):
     n_features: _Pos
     hidden: list[_Pos]
     base_version: _NonNeg | None
+    federation: Annotated[str, msgspec.Meta(max_length=256)]
     tensors: Annotated[list[_Tensor], msgspec.Meta(max_length=MAX_TENSORS)]
 
 
@@ -111,6 +115,7 @@ class Update:
     hidden: tuple[int, ...]
     params: dict[str, torch.Tensor]
     base_version: int | None = None
+    federation: str = ""        # the federation id it is published in (signed)
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,7 +176,8 @@ def encode(update: Update, key: Ed25519PrivateKey, *, float16: bool = False,
     header = _Header(sender=update.sender, version=update.version, samples=update.samples,
                      labels=list(update.labels), timestamp=update.timestamp, nonce=update.nonce,
                      n_features=update.n_features, hidden=list(update.hidden),
-                     base_version=update.base_version, tensors=manifest)
+                     base_version=update.base_version, federation=update.federation,
+                     tensors=manifest)
     try:
         head = _ENCODER.encode(header)
         # Round-trip through the reader's schema: a bad field (short nonce, bool label,
@@ -294,7 +300,7 @@ def decode(data: bytes) -> Signed:
     update = Update(sender=header.sender, version=header.version, samples=header.samples,
                     labels=header.labels, timestamp=header.timestamp, nonce=header.nonce,
                     n_features=header.n_features, hidden=tuple(header.hidden), params=params,
-                    base_version=header.base_version)
+                    base_version=header.base_version, federation=header.federation)
     view = memoryview(data).cast("B")
     return Signed(update, bytes(view[:-SIGNATURE_BYTES]), bytes(view[-SIGNATURE_BYTES:]))
 

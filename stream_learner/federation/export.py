@@ -24,7 +24,8 @@ class FederationMetrics:
         self.updates_sent = Counter(p + "federation_updates_sent_total",
                                     "Our updates published.", registry=r)
         self.publish_errors = Counter(p + "federation_publish_errors_total",
-                                      "Our updates that could not be handed to Kafka.",
+                                      "Our updates that could not be encoded or handed to "
+                                      "Kafka (that round is not published).",
                                       registry=r)
         self.bytes_sent = Counter(p + "federation_sent_bytes_total",
                                   "Bytes of our published updates.", registry=r)

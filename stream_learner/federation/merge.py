@@ -99,7 +99,8 @@ class Federated:
         local = {k: local_state[k].detach().float() for k in names}
         local_vec, spec = agg.flatten(local)
         rows = [local_vec]
-        weights = [float(max(lrn.seen - self._seen_at_snapshot, 1))]
+        weights = [agg.sample_weight(max(lrn.seen - self._seen_at_snapshot, 1),
+                                     self.cfg.max_samples)]
         kept: list[PeerModel] = []                  # the peers behind rows[1:]
         dists: list[float] = []                     # and their distances from us
         for peer in peers:
@@ -121,7 +122,9 @@ class Federated:
             dists.append(dist)
             rows.append(vec)
             kept.append(peer)
-            weights.append(max(peer.samples, 1) *
+            # Claimed samples are capped (federation.max_samples): no peer outweighs
+            # the rest by claiming more.
+            weights.append(agg.sample_weight(peer.samples, self.cfg.max_samples) *
                            agg.staleness_weight(peer.age, self.cfg.staleness_exponent))
         report.participants = len(rows) - 1
         if report.participants == 0:

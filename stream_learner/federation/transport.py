@@ -52,10 +52,15 @@ class Federation:
         self.allowlist = load_allowlist(cfg.peers, cfg.peers_dir)
         self.allowlist.pop(self.peer_id, None)
         self.topic = cfg.topic or f"{settings.kafka.topic}.federation"
+        # Signed into every update we publish and required of every update we accept.
+        self.federation_id = cfg.federation_id or self.topic
         self.verifier = Verifier(self.allowlist, self_id=self.peer_id,
                                  max_age_s=cfg.max_age_seconds,
                                  n_features=settings.model.n_features,
-                                 hidden=tuple(settings.model.hidden))
+                                 hidden=tuple(settings.model.hidden),
+                                 federation_id=self.federation_id,
+                                 max_classes=settings.model.max_classes,
+                                 max_label_length=settings.model.max_label_length)
         # sender -> (its latest verified update, when it arrived).  A round merges only
         # when some peer sent something new since the last one.
         self.latest: dict[str, tuple[Update, float]] = {}
@@ -69,6 +74,20 @@ class Federation:
         self.producer: KafkaProducer | None = None
         self._assigned = False
         self._next_poll = 0.0
+        self._encode_failed_logged = False
+
+    # -- checkpoint -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data for the daemon's checkpoint: the peers' last accepted versions, so
+        that an update re-sent after our restart is still a replay."""
+        return {"peer_versions": self.verifier.state_dict()["versions"]}
+
+    def load_state_dict(self, state: object) -> None:
+        versions = state.get("peer_versions") if isinstance(state, dict) else None
+        skipped = self.verifier.load_state_dict({"versions": versions})
+        if skipped:
+            log.warning("federation state in the checkpoint: %d unreadable peer version "
+                        "entr%s ignored", skipped, "y" if skipped == 1 else "ies")
 
     # -- lifecycle ------------------------------------------------------------------------
     def connect(self) -> None:
@@ -180,13 +199,25 @@ class Federation:
             self._publish(snapshot)
 
     def _publish(self, snap: Snapshot) -> None:
-        assert self.producer is not None
         self.version = max(self.version + 1, time.time_ns() // 1000)
         update = Update(sender=self.peer_id, version=self.version, samples=snap.samples,
                         labels=list(snap.labels), timestamp=time.time(),
                         nonce=os.urandom(16), n_features=snap.n_features,
-                        hidden=tuple(snap.hidden), params=snap.params, base_version=None)
-        data = encode(update, self.key, float16=self.cfg.float16)
+                        hidden=tuple(snap.hidden), params=snap.params, base_version=None,
+                        federation=self.federation_id)
+        try:
+            data = encode(update, self.key, float16=self.cfg.float16)
+        except Exception as exc:  # noqa: BLE001 - our own model must never stop the loop
+            # E.g. a label map too large for the header: skipping the round keeps the
+            # daemon learning; every failure is counted, logged once (it repeats each round).
+            self.metrics.publish_errors.inc()
+            if not self._encode_failed_logged:
+                self._encode_failed_logged = True
+                log.error("federation: cannot encode our update (%s: %.200s); rounds are "
+                          "skipped until it encodes (counted in publish errors)",
+                          type(exc).__name__, exc)
+            return
+        assert self.producer is not None
         try:
             self.producer.send(self.topic, value=data, key=self.peer_id.encode())
         except Exception as exc:  # noqa: BLE001 - a lost publication costs one round only

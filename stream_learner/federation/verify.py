@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .codec import MalformedUpdate, Update, apply_delta, decode, peek_sender, verify_signature
 
-REASONS = ("malformed", "bad_signature", "unknown_peer", "replayed_nonce", "stale",
-           "incompatible", "non_finite", "oversize_norm", "missing_base")
+REASONS = ("malformed", "bad_signature", "unknown_peer", "wrong_federation", "replayed_nonce",
+           "stale", "incompatible", "too_many_classes", "bad_label", "non_finite",
+           "oversize_norm", "missing_base")
 MAX_FUTURE_S = 60.0
 
 
@@ -48,22 +49,51 @@ class Verifier:
 
     ``n_features=None`` accepts any input width (the local model is not built yet) as
     long as the sender's shapes agree with its own header; ``hidden`` must match ours.
+    ``federation_id`` is the federation we read: an authentic update signed for another
+    one is a replay from elsewhere (``wrong_federation``).  ``max_classes`` and
+    ``max_label_length`` are the same bounds as the event decoder's.
     """
 
     def __init__(self, allowlist: dict[str, Ed25519PublicKey], *, self_id: str, max_age_s: float,
-                 n_features: int | None, hidden: tuple[int, ...], nonce_cache: int = 65536) -> None:
+                 n_features: int | None, hidden: tuple[int, ...], nonce_cache: int = 65536,
+                 federation_id: str = "", max_classes: int = 1000,
+                 max_label_length: int = 256) -> None:
         self.allowlist = dict(allowlist)
         self.self_id = self_id
         self.max_age_s = max_age_s
         self.n_features = n_features
         self.hidden = tuple(hidden)
         self.nonce_cache = max(1, nonce_cache)
+        self.federation_id = federation_id
+        self.max_classes = max_classes
+        self.max_label_length = max_label_length
         self._nonces: dict[str, OrderedDict[bytes, None]] = {}
         self._last: dict[str, Update] = {}     # last accepted dense update per sender
+        # Last accepted version per sender, kept across restarts (the checkpoint): versions
+        # only grow, so this alone rejects any earlier update re-sent after our restart.
+        self._versions: dict[str, int] = {}
 
     def last_version(self, sender: str) -> int | None:
-        last = self._last.get(sender)
-        return None if last is None else last.version
+        return self._versions.get(sender)
+
+    def state_dict(self) -> dict[str, dict[str, int]]:
+        """The replay state as plain data: ``{"versions": {sender: last accepted version}}``."""
+        return {"versions": dict(self._versions)}
+
+    def load_state_dict(self, state: object) -> int:
+        """Restore :meth:`state_dict`'s versions (never lowering one we hold); entries that
+        are not ``str -> int >= 0`` are skipped.  Returns how many were skipped."""
+        versions = state.get("versions") if isinstance(state, dict) else None
+        if not isinstance(versions, dict):
+            return 0 if versions is None else 1
+        skipped = 0
+        for sender, version in versions.items():
+            if (not isinstance(sender, str) or isinstance(version, bool) or
+                    not isinstance(version, int) or version < 0):
+                skipped += 1
+                continue
+            self._versions[sender] = max(version, self._versions.get(sender, version))
+        return skipped
 
     def check(self, data: bytes, now: float) -> Update | Rejected | None:
         """The dense update, a :class:`Rejected`, or None for our own echoed update."""
@@ -83,6 +113,9 @@ class Verifier:
             update = decode(data).update
         except MalformedUpdate as exc:
             return Rejected("malformed", str(exc))
+        if update.federation != self.federation_id:
+            return Rejected("wrong_federation", f"signed for federation {update.federation!r:.80}, "
+                                                f"this is {self.federation_id!r}")
         verdict = self._screen(update, now)
         if isinstance(verdict, Rejected):
             return verdict
@@ -94,12 +127,16 @@ class Verifier:
         if update.nonce in self._nonces.get(sender, ()):
             return Rejected("replayed_nonce", f"nonce from {sender!r} already seen")
         last = self._last.get(sender)
-        if last is not None and update.version <= last.version:
+        held = self._versions.get(sender)
+        if held is not None and update.version <= held:
             return Rejected("replayed_nonce",
-                            f"version {update.version} from {sender!r} is not newer than {last.version}")
+                            f"version {update.version} from {sender!r} is not newer than {held}")
         if not now - self.max_age_s <= update.timestamp <= now + MAX_FUTURE_S:
             return Rejected("stale", f"update is {now - update.timestamp:.1f}s old; accepted "
                                      f"{-MAX_FUTURE_S:g}s to {self.max_age_s:g}s")
+        labels = self._label_problem(update)
+        if labels is not None:
+            return labels
         problem = self._header_problem(update)
         if problem is None and update.base_version is None:
             problem = _shape_problem(update)
@@ -135,12 +172,24 @@ class Verifier:
             return "duplicate labels in the label map"
         return None
 
+    def _label_problem(self, update: Update) -> Rejected | None:
+        if len(update.labels) > self.max_classes:
+            return Rejected("too_many_classes", f"{len(update.labels)} labels from {update.sender!r}; "
+                                                f"model.max_classes is {self.max_classes}")
+        for label in update.labels:
+            if isinstance(label, str) and len(label) > self.max_label_length:
+                return Rejected("bad_label", f"a label of {len(label)} characters from "
+                                             f"{update.sender!r}; model.max_label_length is "
+                                             f"{self.max_label_length}")
+        return None
+
     def _remember(self, update: Update) -> None:
         nonces = self._nonces.setdefault(update.sender, OrderedDict())
         nonces[update.nonce] = None
         while len(nonces) > self.nonce_cache:
             nonces.popitem(last=False)
         self._last[update.sender] = update
+        self._versions[update.sender] = update.version
 
 
 def expected_shapes(n_features: int, hidden: tuple[int, ...]) -> dict[str, tuple[int, ...]]:

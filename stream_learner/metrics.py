@@ -290,6 +290,10 @@ class MetricsServer:
             if not self._admit(writer):
                 self._warn_full("answering 503")
                 writer.write(_response(503, b"too many connections\n", keep_alive=False))
+                # Read what the client sent before closing: closing with unread bytes
+                # makes the kernel send RST, which can discard the 503 on the way.
+                writer.write_eof()
+                await asyncio.wait_for(reader.read(MAX_REQUEST_HEAD_BYTES), REJECT_LINGER_S)
                 return
             keep_alive = True
             while keep_alive:
@@ -329,6 +333,7 @@ class MetricsServer:
 
 LISTEN_BACKLOG = 512            # the kernel caps it at net.core.somaxconn
 MAX_REQUEST_HEAD_BYTES = 16 * 1024
+REJECT_LINGER_S = 0.5           # how long a refused connection may take to send its request
 TEXT = "text/plain; charset=utf-8"
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             431: "Request Header Fields Too Large", 503: "Service Unavailable"}

@@ -143,3 +143,32 @@ def test_unknown_path_and_method(server: MetricsServer) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"\x16\x03\x01garbage\r\n\r\n")       # e.g. a TLS hello
         assert sock.recv(4096).startswith(b"HTTP/1.1 400 ")
+
+
+class SlowMetrics(Metrics):
+    """An exposition that takes a second: a connection mid-answer for that long."""
+
+    def exposition(self) -> bytes:
+        time.sleep(1.0)
+        return super().exposition()
+
+
+def test_when_every_held_connection_is_mid_answer_a_new_one_gets_503_at_once() -> None:
+    s = MetricsServer(SlowMetrics(), Health(3600.0), "127.0.0.1", 0, max_connections=2,
+                      timeout=TIMEOUT).start()
+    try:
+        busy = open_idle(s.port, 2)
+        for sock in busy:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)                        # both requests read, both being answered
+        t0 = time.monotonic()
+        status, body = get(s.port, "/healthz", timeout=1.0)
+        assert (status, body) == (503, b"too many connections\n")
+        assert time.monotonic() - t0 < 0.5, "refused only after waiting"
+        for sock in busy:                      # the held ones still get their answer
+            sock.settimeout(5)
+            assert sock.recv(64).startswith(b"HTTP/1.1 200 ")
+            sock.close()
+        assert get(s.port, "/healthz", timeout=1.0) == (200, b"ok\n")
+    finally:
+        s.stop()

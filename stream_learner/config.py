@@ -391,15 +391,20 @@ class CheckpointSettings(_Section):
 
 
 class MetricsSettings(_Section):
-    host: str = Field("0.0.0.0", description="Bind address of /metrics, /healthz, /readyz.")
+    host: str = Field("0.0.0.0", description="Bind address of /metrics, /healthz, /readyz: "
+                      "every interface by default, so a remote Prometheus and the kubelet's "
+                      "probes reach it; 127.0.0.1 when only local clients scrape (it has no "
+                      "authentication: restrict it with a firewall or NetworkPolicy).")
     port: int = Field(9108, ge=0, le=65535, description="HTTP port (0 = pick a free one).")
     rolling_window: int = Field(1000, ge=1, description="Events in the rolling accuracy window.")
     stall_seconds: float = Field(60.0, gt=0, description="/healthz fails when the loop has not "
                                                          "ticked for this long.")
-    max_connections: int = Field(32, ge=1, description="HTTP connections served at once; "
-                                 "more wait in the listen queue.")
-    connection_timeout_seconds: float = Field(5.0, gt=0, description="An HTTP connection idle "
-                                              "or slow for this long is closed.")
+    max_connections: int = Field(32, ge=1, description="HTTP connections held open at once; "
+                                 "a new one beyond it closes the longest-idle one, or is "
+                                 "answered 503 when all are mid-answer (none are queued).")
+    connection_timeout_seconds: float = Field(5.0, gt=0, description="An HTTP connection "
+                                              "that has not sent a whole request (or taken "
+                                              "the answer) within this long is closed.")
 
 
 class LogSettings(_Section):

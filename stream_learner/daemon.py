@@ -152,7 +152,8 @@ class Daemon:
 
     def start_http(self) -> int:
         m = self.settings.metrics
-        self.server = MetricsServer(self.metrics, self.health, m.host, m.port).start()
+        self.server = MetricsServer(self.metrics, self.health, m.host, m.port,
+                                    m.max_connections, m.connection_timeout_seconds).start()
         return self.server.port
 
     def restore(self) -> None:

@@ -114,3 +114,19 @@ def latest_checkpoint(ckpt_dir: Path) -> dict[str, Any]:
 
 def checkpoint_offsets_sum(state: dict[str, Any]) -> int:
     return sum(o for parts in state["offsets"].values() for o in parts.values())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out tests marked slow unless a ``-m`` expression was given.
+
+    Not ``-m 'not slow'`` in addopts: a command-line ``-m slow`` replaces that one, and
+    ``-m slow`` then ran the slow tests that also matched ... nothing else, while
+    ``-m 'slow or not slow'`` was needed for everything. Here ``./dev test`` skips them,
+    ``./dev test -m slow`` runs every slow test, ``-m 'slow or not slow'`` runs all.
+    """
+    if config.getoption("markexpr"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]

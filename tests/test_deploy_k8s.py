@@ -153,6 +153,39 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def selects(selector: Obj, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) applied as the API server does."""
+    if not matches(selector.get("matchLabels") or {}, labels):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values", [])
+        ok = {"In": key in labels and labels[key] in values,
+              "NotIn": key not in labels or labels[key] not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}[op]
+        if not ok:
+            return False
+    return True
+
+
+def ingress_allowed(policy: Obj, namespace: dict[str, str], pod: dict[str, str],
+                    port: str) -> bool:
+    """Whether a pod (labels, in a namespace with these labels) may reach ``port``."""
+    for rule in policy["spec"].get("ingress", []):
+        if not any(p.get("port") == port and p.get("protocol", "TCP") == "TCP"
+                   for p in rule.get("ports", [])):
+            continue
+        for peer in rule.get("from", []):
+            if "ipBlock" in peer:
+                continue
+            ns_ok = "namespaceSelector" in peer and selects(peer["namespaceSelector"], namespace)
+            pod_ok = selects(peer.get("podSelector", {}), pod)
+            if "namespaceSelector" not in peer:
+                ns_ok = False         # own namespace only: not a Prometheus elsewhere
+            if ns_ok and pod_ok:
+                return True
+    return False
+
+
 def dockerfile_instruction(name: str) -> list[str]:
     """Arguments of every `name` instruction, continuation lines joined."""
     text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
@@ -172,8 +205,8 @@ def test_rendered_objects_match_the_kubernetes_schemas(overlay: str, version: st
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_renders_every_expected_object(overlay: str) -> None:
     kinds = sorted(o["kind"] for o in render(overlay))
-    assert kinds == ["ConfigMap", "PodDisruptionBudget", "Service", "ServiceMonitor",
-                     "StatefulSet"]
+    assert kinds == ["ConfigMap", "NetworkPolicy", "PodDisruptionBudget", "Service",
+                     "ServiceMonitor", "StatefulSet"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -423,6 +456,32 @@ def test_statefulset_shape(overlay: str) -> None:
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
     assert sts["spec"]["serviceName"] == svc["metadata"]["name"]
     assert svc["spec"]["clusterIP"] == "None"
+
+
+PROMETHEUS_NS = {"kubernetes.io/metadata.name": "monitoring"}
+PROMETHEUS_POD = {"app.kubernetes.io/name": "prometheus", "prometheus": "k8s"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_networkpolicy_lets_only_prometheus_reach_the_metrics_port(overlay: str) -> None:
+    policy = the(render(overlay), "NetworkPolicy")
+    labels = statefulset(overlay)["spec"]["template"]["metadata"]["labels"]
+    assert selects(policy["spec"]["podSelector"], labels), "policy misses the learners"
+    assert policy["spec"]["podSelector"].get("matchLabels"), "an empty podSelector " \
+        "would apply the policy to every pod of the namespace"
+    assert policy["spec"]["policyTypes"] == ["Ingress"]   # egress: Kafka, wherever it is
+    ports = {p["port"] for r in policy["spec"]["ingress"] for p in r["ports"]}
+    assert ports == {"metrics"} and "metrics" in {p["name"] for p in container(overlay)["ports"]}
+    # Prometheus gets in, on the metrics port only ...
+    assert ingress_allowed(policy, PROMETHEUS_NS, PROMETHEUS_POD, "metrics")
+    assert not ingress_allowed(policy, PROMETHEUS_NS, PROMETHEUS_POD, "http")
+    # ... and nothing else: not a pod beside the learners, not another learner, not
+    # Prometheus-labelled pods of another namespace.
+    own_ns = {"kubernetes.io/metadata.name": "default"}
+    assert not ingress_allowed(policy, own_ns, {"app": "curl"}, "metrics")
+    assert not ingress_allowed(policy, own_ns, labels, "metrics")
+    assert not ingress_allowed(policy, own_ns, PROMETHEUS_POD, "metrics")
+    assert not ingress_allowed(policy, PROMETHEUS_NS, {"app": "grafana"}, "metrics")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -6,9 +6,11 @@ while events trickle in."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -59,50 +61,110 @@ def _send(producer: KafkaProducer, topic: str, rng: np.random.Generator, n: int,
         producer.send(topic, encode_event(row, label, event_id=str(start + i)))
 
 
-def test_the_daemon_catches_up_with_big_steps_then_learns_with_small_ones(
+def distinct(trace: list[float]) -> list[float]:
+    """The trace with repeats collapsed: the sizes in the order the daemon took them.
+
+    >>> distinct([256.0, 256.0, 128.0, 128.0, 64.0])
+    [256.0, 128.0, 64.0]
+    """
+    out: list[float] = []
+    for v in trace:
+        if not out or out[-1] != v:
+            out.append(v)
+    return out
+
+
+class Trickle:
+    """~400 events/s from a thread: the learner idles at the smallest step size."""
+
+    def __init__(self, producer: KafkaProducer, topic: str, rng: np.random.Generator,
+                 start: int) -> None:
+        self.producer, self.topic, self.rng, self.sent = producer, topic, rng, start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            _send(self.producer, self.topic, self.rng, 20, self.sent)
+            self.producer.flush()
+            self.sent += 20
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        """Stop sending; the number of events sent so far, all flushed."""
+        self._stop.set()
+        self._thread.join(10)
+        return self.sent
+
+
+HALVINGS = [256.0, 128.0, 64.0, 32.0, 16.0, 8.0]   # one per WINDOW_S while idle
+
+
+def test_the_daemon_halves_its_step_when_idle_and_doubles_it_under_backlog(
         broker, daemons, tmp_path: Path) -> None:
     bs = broker.bootstrap_servers
     topic = unique("pace")
     ensure_topics(bs, {topic: 1, f"{topic}.dlq": 1, f"{topic}.predictions": 1})
     rng = np.random.default_rng(0)
     producer = KafkaProducer(bootstrap_servers=bs, linger_ms=5)
-    backlog = 60_000
-    _send(producer, topic, rng, backlog, 0)
-    producer.flush()
     d = DaemonProcess(bs, tmp_path / "ckpt", topic, unique("g"), extra_env={
-        "STREAM_LEARNER_PROBES__PER_CLASS": "0"})
+        "STREAM_LEARNER_PROBES__PER_CLASS": "0",
+        # The daemon is SIGSTOPped while a backlog is written: long enough a session
+        # that it keeps its partition meanwhile.
+        "STREAM_LEARNER_KAFKA__SESSION_TIMEOUT_MS": "30000"})
     daemons.append(d)
-    seen: set[float] = set()
+    trace: list[float] = []
 
-    def catching_up() -> bool:
-        d.assert_alive()
-        m = d.metrics()
-        seen.add(m.get("stream_learner_step_size_events", -1.0))
-        return m.get("stream_learner_events_consumed_total", 0) >= backlog
+    def sample(done: Callable[[dict[str, float]], bool]) -> Callable[[], bool]:
+        def probe() -> bool:
+            d.assert_alive()
+            m = d.metrics()
+            if "stream_learner_step_size_events" in m:
+                trace.append(m["stream_learner_step_size_events"])
+            return bool(m) and done(m)
+        return probe
 
-    wait_for(catching_up, 120, "backlog consumed", every=0.05)
-    assert 256.0 in seen, seen                    # full batches: the largest steps
+    def at_step(size: float) -> Callable[[dict[str, float]], bool]:
+        return lambda m: m["stream_learner_step_size_events"] == size
 
-    stop = threading.Event()
+    # 1. A slow stream from the start: from the largest size, halved once a window.
+    trickle = Trickle(producer, topic, rng, 0)
+    wait_for(sample(at_step(8.0)), 60, "step size down to model.step_size (8)", every=0.05)
+    assert distinct(trace) == HALVINGS, trace
 
-    def trickle() -> None:                        # ~400 events/s: the learner idles
-        sent = backlog
-        while not stop.is_set():
-            _send(producer, topic, rng, 20, sent)
-            producer.flush()
-            sent += 20
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=trickle, daemon=True)
-    thread.start()
+    # 2. A backlog: full micro-batches double the step size, up to the largest.
+    sent = trickle.stop()
+    d.wait_consumed(sent)
+    assert d.metric("stream_learner_step_size_events") == 8.0
+    trace.clear()
+    backlog = 30_000
+    d.proc.send_signal(signal.SIGSTOP)          # the backlog waits in the log, unread
     try:
-        wait_for(lambda: d.metric("stream_learner_step_size_events") == 8.0, 30,
-                 "step size down to model.step_size (8)")
+        _send(producer, topic, rng, backlog, sent)
+        producer.flush()
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    sent += backlog
+    wait_for(sample(lambda m: m["stream_learner_events_consumed_total"] == sent), 120,
+             f"backlog of {backlog} consumed", every=0.02)
+    grown = distinct(trace)
+    assert grown[0] == 8.0 and grown[-1] == 256.0, grown
+    assert grown == sorted(grown), f"shrank while backlogged: {grown}"
+    assert set(grown) <= {8.0, 16.0, 32.0, 64.0, 128.0, 256.0}, grown
+
+    # 3. Slow again: back down to the smallest size, one halving per window.
+    trace.clear()
+    trickle = Trickle(producer, topic, rng, sent)
+    try:
+        wait_for(sample(at_step(8.0)), 60, "step size back down to 8", every=0.05)
+        assert distinct(trace) == HALVINGS, trace
         learned = d.metric("stream_learner_events_learned_total")
         wait_for(lambda: d.metric("stream_learner_events_learned_total") > learned + 200, 10,
                  "learning goes on at the small step size")
     finally:
-        stop.set()
-        thread.join(5)
+        sent = trickle.stop()
         producer.close()
+    d.wait_consumed(sent)
+    assert d.metric("stream_learner_events_consumed_total") == sent
     assert d.terminate() == 0

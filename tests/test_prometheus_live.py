@@ -202,9 +202,21 @@ def test_every_alert_expression_returns_data_and_evaluates_cleanly(stack: dict[s
     assert {r["name"] for r in rules if r["type"] == "alerting"} == set(alerts)
     bad = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert not bad, bad
-    # A healthy stream pages nobody.
-    firing = [a for a in prom.api("alerts")["alerts"] if a["state"] == "firing"]
-    assert not firing, firing
+
+
+
+def test_a_healthy_stream_holds_no_alert_condition(stack: dict[str, Any]) -> None:
+    """Not only "nothing firing": every alert has ``for:`` >= 1 min and this stack lives
+    less than that, so a firing check could never fail. Nothing may be pending either,
+    and each alert's expression, evaluated now, must select no series."""
+    prom: Prometheus = stack["prometheus"]
+    active = [(a["labels"]["alertname"], a["state"], a["labels"].get("instance"))
+              for a in prom.api("alerts")["alerts"]]
+    assert not active, f"pending or firing on a healthy stream: {active}"
+    holding = {name: [s["metric"].get("instance") for s in prom.query(expr)]
+               for name, expr in alert_exprs().items()}
+    holding = {name: instances for name, instances in holding.items() if instances}
+    assert not holding, f"alert conditions true on a healthy stream: {holding}"
 
 
 def test_promtool_accepts_the_exposition(stack: dict[str, Any]) -> None:

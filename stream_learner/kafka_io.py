@@ -39,6 +39,12 @@ def make_producer(settings: Settings) -> KafkaProducer:
     return KafkaProducer(
         **settings.kafka.client_options(),
         acks="all",
+        # Outputs are at-least-once anyway (a replay after a crash re-sends them), and
+        # kafka-python's idempotent producer goes fatal for good when the broker loses
+        # its log (InitProducerId refused after a restart): every later send aborts and
+        # no checkpoint could be written again. Retries may reorder; nothing relies on
+        # DLQ or prediction order.
+        enable_idempotence=False,
         linger_ms=5,
         batch_size=256 * 1024,
         # Bounded so a missing broker cannot freeze the loop (and /healthz) in send().

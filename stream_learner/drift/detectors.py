@@ -154,12 +154,13 @@ def dump(detector: Any) -> dict[str, Any]:
             "params": params_of(detector), "state": state}
 
 
-def matches(blob: Any, name: str, params: dict[str, Any] | None, seed: int = 0) -> bool:
-    """Whether ``blob`` was dumped from a detector configured as this one would be
-    (a changed config starts the detector afresh instead of loading it)."""
-    if not isinstance(blob, dict) or blob.get("detector") != name:
-        return False
-    return blob.get("params") == params_of(make(name, params, seed))
+def params_changed(blob: Any, name: str, params: dict[str, Any] | None,
+                   seed: int = 0) -> bool:
+    """Whether ``blob`` is a state of detector ``name`` dumped with other parameters than
+    these (the config changed: the detector starts afresh instead of loading it).  Any
+    other mismatch is for :func:`load` to refuse."""
+    return (isinstance(blob, dict) and blob.get("detector") == name
+            and blob.get("params") != params_of(make(name, params, seed)))
 
 
 def load(name: str, params: dict[str, Any] | None, blob: Any, seed: int = 0) -> Any:

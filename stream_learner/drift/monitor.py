@@ -284,6 +284,6 @@ class DriftMonitor:
                             "they are not unpickled (unsafe) and start afresh, the model "
                             "and the rest of the state are restored")
             return fresh
-        if not detectors.matches(blob, name, params, seed):
-            return fresh            # detector parameters changed: start afresh
+        if detectors.params_changed(blob, name, params, seed):
+            return fresh if fresh is not None else detectors.make(name, params, seed)
         return detectors.load(name, params, blob, seed)

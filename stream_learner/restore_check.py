@@ -13,6 +13,7 @@ RNG as it found it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -31,7 +32,11 @@ def check_restorable(settings: Settings, state: dict[str, Any]) -> None:
         _trial(settings, state)
     except CorruptCheckpoint:
         raise
-    except Exception as exc:  # noqa: BLE001 - whatever a hostile dict makes fail is "corrupt"
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - whatever a hostile dict makes fail is
+        # "corrupt"; BaseException too: a panic in river's Rust code is a pyo3
+        # PanicException, which derives from BaseException.
         raise CorruptCheckpoint(f"does not restore: {type(exc).__name__}: {exc}") from exc
     finally:
         torch.set_rng_state(rng)
@@ -49,6 +54,9 @@ def _trial(settings: Settings, state: dict[str, Any]) -> None:
     if missing:
         raise CorruptCheckpoint(f"missing {missing}")
     _check_offsets(state["offsets"])
+    created = state.get("created", 0.0)
+    if type(created) not in (int, float) or not math.isfinite(created):
+        raise CorruptCheckpoint(f"created is {created!r}, not a time")
     learner = Learner(settings)
     learner.load_state_dict(state["learner"])
     if learner.model is not None:

@@ -23,12 +23,14 @@ import pytest
 import torch
 
 from stream_learner.checkpoint import CheckpointStore
+from stream_learner.config import Settings
 from stream_learner.drift import detectors
+from stream_learner.drift.monitor import DriftMonitor
 from stream_learner.learner import Learner
 from stream_learner.restore_check import check_restorable
 from stream_learner.synth import ensure_topics, produce
 
-from checkpoint_states import daemon_state, settings
+from checkpoint_states import SETTINGS, daemon_state, settings
 from conftest import DaemonProcess, latest_checkpoint, unique
 
 
@@ -167,9 +169,12 @@ def test_store_skips_hostile_plain_data(what: str, good_state: dict[str, Any],
 
 def test_legacy_checkpoint_keeps_its_model_and_refreshes_detectors(
         marker: Path, good_state: dict[str, Any], tmp_path: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """A checkpoint from before the plain format (no ``detectors_format``) holds pickle
-    blobs; they are not unpickled, the detectors start afresh, everything else restores."""
+    blobs; they are not unpickled, the detectors start afresh, everything else restores,
+    and one line says so (the trial restore logs it, the real one does not repeat it)."""
+    monkeypatch.setattr(DriftMonitor, "_legacy_logged", False)
+    caplog.set_level(logging.WARNING)
     legacy = _poisoned(good_state, "error", hostile_pickles(marker)["dotted os.system"])
     monitor = legacy["learner"]["drift"]["monitor"]
     del monitor["detectors_format"]
@@ -186,6 +191,24 @@ def test_legacy_checkpoint_keeps_its_model_and_refreshes_detectors(
     mon = learner.drift.monitor
     assert mon.error.width == 0 and mon.loss.n_detections == 0   # fresh, river's own
     assert len(mon.inputs) == 3                                   # plain ones still load
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "old pickle format" in lines[0], lines
+
+
+def test_changed_detector_parameters_start_the_detector_afresh(
+        good_state: dict[str, Any]) -> None:
+    """Not corrupt: a config change, as a changed detector name always was."""
+    s = settings()
+    changed = Settings(**{**SETTINGS, "drift": {**SETTINGS["drift"],
+                                                "detector_params": {"delta": 0.01}}})
+    learner = Learner(changed)
+    check_restorable(changed, good_state)
+    learner.load_state_dict(copy.deepcopy(good_state)["learner"])
+    assert learner.drift.monitor.error.delta == 0.01
+    assert learner.drift.monitor.error.width == 0
+    same = Learner(s)
+    same.load_state_dict(copy.deepcopy(good_state)["learner"])
+    assert same.drift.monitor.error.width > 0
 
 
 def test_daemon_falls_back_past_a_hostile_checkpoint(broker, daemons, tmp_path: Path,

@@ -105,14 +105,23 @@ class CheckpointStore:
         for path in reversed(self.paths()):
             try:
                 blob = torch.load(path, map_location="cpu", weights_only=True)
-                if not isinstance(blob, dict) or blob.get("format") != FORMAT_VERSION:
-                    raise CorruptCheckpoint("unknown checkpoint format "
-                                            f"{blob.get('format') if isinstance(blob, dict) else blob!r}")
+                if not isinstance(blob, dict):
+                    raise CorruptCheckpoint(f"file holds a {type(blob).__name__}, not a dict")
+                if blob.get("format") != FORMAT_VERSION:
+                    raise CorruptCheckpoint(f"unknown checkpoint format {blob.get('format')!r:.40}")
                 validate_checkpoint(blob["state"])
                 if validate is not None:
                     validate(blob["state"])
                 log.info("restored checkpoint %s", path)
                 return blob["state"]
             except Exception as exc:  # noqa: BLE001 - any unreadable file means "try older"
-                log.warning("checkpoint %s is unreadable (%s); trying an older one", path, exc)
+                log.warning("checkpoint %s is unreadable (%s); trying an older one", path,
+                            _one_line(exc))
         return None
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """The reason on one line of bounded length (torch's shape errors span many lines;
+    a hostile file chooses its error text)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."

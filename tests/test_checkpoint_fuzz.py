@@ -33,7 +33,7 @@ SLOW = hsettings(max_examples=600, deadline=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,
                                         HealthCheck.too_slow])
 
-GOOD = daemon_state()
+GOOD = daemon_state()     # ~1 s at collection; every example copies it
 VALIDATE = functools.partial(check_restorable, settings())
 
 

@@ -164,7 +164,21 @@ def test_store_skips_hostile_plain_data(what: str, good_state: dict[str, Any],
     state = store.load_latest(validate=_validate())
     assert state is not None and state["created"] == good_state["created"]
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(lines) == 1 and bad_path.name in lines[0], lines
+    assert len(lines) == 1 and bad_path.name in lines[0] and "\n" not in lines[0], lines
+
+
+def test_a_wrong_shape_model_is_one_line_too(good_state: dict[str, Any], tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    store = CheckpointStore(tmp_path / "ckpt", keep=5)
+    store.save(good_state)
+    bad = copy.deepcopy(good_state)
+    name = next(iter(bad["learner"]["model"]))
+    bad["learner"]["model"][name] = torch.zeros(3, 7)     # torch: a multi-line error
+    bad_path = store.save(bad)
+    caplog.set_level(logging.WARNING)
+    assert store.load_latest(validate=_validate())["created"] == good_state["created"]
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and bad_path.name in lines[0] and "\n" not in lines[0], lines
 
 
 def test_legacy_checkpoint_keeps_its_model_and_refreshes_detectors(

@@ -1,7 +1,12 @@
 """Atomic, rotating checkpoints of plain state_dicts (no pickled objects).
 
 Files load with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists
-and dicts only, so a checkpoint survives code and torch upgrades.
+and dicts only, so a checkpoint survives code and torch upgrades, and nothing in one is
+ever unpickled into an object (river's drift detectors too: plain data, see
+:mod:`stream_learner.drift.detectors`).  A file that loads but is not a state this code
+wrote (:func:`validate_checkpoint`, plus the caller's ``validate``: the daemon's trial
+restore, :mod:`stream_learner.restore_check`) counts as corrupt: :meth:`load_latest`
+logs one line naming the file and the reason and falls back to the next older one.
 
 >>> import tempfile
 >>> store = CheckpointStore(tempfile.mkdtemp(), keep=2)
@@ -16,7 +21,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -24,6 +29,42 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{12})\.pt$")
+MAX_DEPTH = 32            # nesting of dicts and lists; the daemon's state has < 10
+MAX_NODES = 5_000_000     # dict/list entries (tensors count one each)
+_SCALARS = (bool, int, float, str, type(None))
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint that loads but is not a state the daemon wrote."""
+
+
+def validate_checkpoint(state: Any) -> None:
+    """Plain data only, within sane nesting and size; raises :class:`CorruptCheckpoint`.
+
+    ``weights_only`` already refuses arbitrary objects; this bounds what later code walks
+    and names the offending path in the error."""
+    if not isinstance(state, dict):
+        raise CorruptCheckpoint(f"state is a {type(state).__name__}, not a dict")
+    nodes = 0
+    stack: list[tuple[Any, str, int]] = [(state, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise CorruptCheckpoint(f"more than {MAX_NODES} values")
+        if isinstance(value, (_SCALARS, torch.Tensor)):
+            continue
+        if depth >= MAX_DEPTH:
+            raise CorruptCheckpoint(f"{path or '/'} is nested deeper than {MAX_DEPTH}")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, (str, int)) or isinstance(k, bool):
+                    raise CorruptCheckpoint(f"{path}: key of type {type(k).__name__}")
+                stack.append((v, f"{path}/{k}", depth + 1))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, f"{path}/{i}", depth + 1) for i, v in enumerate(value))
+        else:
+            raise CorruptCheckpoint(f"{path}: unexpected {type(value).__name__}")
 
 
 class CheckpointStore:
@@ -57,15 +98,30 @@ class CheckpointStore:
             old.unlink(missing_ok=True)
         return final
 
-    def load_latest(self) -> dict[str, Any] | None:
-        """The newest checkpoint that loads; corrupt ones are skipped with a warning."""
+    def load_latest(self, validate: Callable[[dict[str, Any]], None] | None = None
+                    ) -> dict[str, Any] | None:
+        """The newest checkpoint that loads and passes :func:`validate_checkpoint` and
+        ``validate``; corrupt ones are skipped with one warning each."""
         for path in reversed(self.paths()):
             try:
                 blob = torch.load(path, map_location="cpu", weights_only=True)
+                if not isinstance(blob, dict):
+                    raise CorruptCheckpoint(f"file holds a {type(blob).__name__}, not a dict")
                 if blob.get("format") != FORMAT_VERSION:
-                    raise ValueError(f"unknown checkpoint format {blob.get('format')!r}")
+                    raise CorruptCheckpoint(f"unknown checkpoint format {blob.get('format')!r:.40}")
+                validate_checkpoint(blob["state"])
+                if validate is not None:
+                    validate(blob["state"])
                 log.info("restored checkpoint %s", path)
                 return blob["state"]
             except Exception as exc:  # noqa: BLE001 - any unreadable file means "try older"
-                log.warning("checkpoint %s is unreadable (%s); trying an older one", path, exc)
+                log.warning("checkpoint %s is unreadable (%s); trying an older one", path,
+                            _one_line(exc))
         return None
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """The reason on one line of bounded length (torch's shape errors span many lines;
+    a hostile file chooses its error text)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -14,6 +14,7 @@ A crash between any two steps replays events after the checkpoint and skips none
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import signal
@@ -43,6 +44,7 @@ from .learner_host import (FedRound, Learned, LearnerHost, Predicted, Result, Wo
 from .metrics import Health, Metrics, MetricsServer
 from .pacing import StepPacer
 from .predictions import encode_predictions
+from .restore_check import check_restorable
 from .systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -157,7 +159,9 @@ class Daemon:
         return self.server.port
 
     def restore(self) -> None:
-        state = self.store.load_latest()
+        # A checkpoint that would not restore cleanly counts as corrupt: try an older one.
+        state = self.store.load_latest(validate=functools.partial(check_restorable,
+                                                                  self.settings))
         if state is None:
             return
         self.learner.load_state_dict(state["learner"])

@@ -29,6 +29,7 @@ detection is reported with ``kind="improvement"`` and exported nowhere.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,9 @@ RECENT = 1_000        # error bits kept: "accuracy before the drift" and the dir
 DIRECTION_TAIL = 200  # the newest errors compared with the older ones of RECENT
 LOSS_RECENT = 64      # batch losses kept for the loss signal's direction test
 LOSS_TAIL = 8
+DETECTORS_FORMAT = 2  # plain-data detector states (1, unmarked: pickle blobs, refused)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,7 @@ class DriftMonitor:
             "recent": torch.from_numpy(self._recent.copy()),
             "losses": torch.tensor(self._losses, dtype=torch.float64),
             "config": [self.cfg.detector, self.cfg.loss_detector, self.cfg.input_detector],
+            "detectors_format": DETECTORS_FORMAT,
         }
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
@@ -229,9 +234,19 @@ class DriftMonitor:
                                          self.cfg.input_detector]
         self._folded = None
         if same:        # a changed detector config starts its detectors afresh
-            self.error = None if state["error"] is None else detectors.load(state["error"])
-            self.loss = None if state["loss"] is None else detectors.load(state["loss"])
-            self.inputs = [detectors.load(b) for b in state["inputs"]]
+            legacy = state.get("detectors_format") is None
+            self.error = self._load_detector(state["error"], self.error, self.cfg.detector,
+                                             self.cfg.detector_params, self.seed, legacy)
+            self.loss = self._load_detector(state["loss"], self.loss, self.cfg.loss_detector,
+                                            None, self.seed, legacy)
+            inputs = state["inputs"]
+            if not isinstance(inputs, list) or len(inputs) > self.cfg.input_projections:
+                raise detectors.BadState("drift.inputs: not a list of at most "
+                                         f"{self.cfg.input_projections} detector states")
+            loaded = [self._load_detector(b, None, self.cfg.input_detector, None,
+                                          self.seed + j, legacy) for j, b in enumerate(inputs)]
+            # A legacy blob left a gap: the projection's detectors start afresh together.
+            self.inputs = [] if None in loaded else loaded
             for name in ("projection", "center", "scale"):
                 t = state[name]
                 setattr(self, name, None if t is None else t.to(device))
@@ -246,3 +261,29 @@ class DriftMonitor:
         self.since_events, self.since_hits = int(state["since_events"]), int(state["since_hits"])
         self._recent = state["recent"].numpy().astype(bool)
         self._losses = [float(v) for v in state["losses"].tolist()]
+
+    _legacy_logged = False
+
+    def _load_detector(self, blob: Any, fresh: Any, name: str,
+                       params: dict[str, Any] | None, seed: int, legacy: bool) -> Any:
+        """A saved detector, or ``fresh`` where there is none to load.
+
+        Old checkpoints hold detectors as pickle blobs (uint8 tensors).  Those are never
+        unpickled: a checkpoint that predates the plain format (no ``detectors_format``)
+        keeps its model and starts its detectors afresh, logged once; a blob in a
+        checkpoint of the plain format cannot come from this code and is corrupt."""
+        if blob is None:
+            return None
+        if isinstance(blob, torch.Tensor):
+            if not legacy:
+                raise detectors.BadState("drift detector state is a pickle blob in a "
+                                         "plain-format checkpoint")
+            if not DriftMonitor._legacy_logged:
+                DriftMonitor._legacy_logged = True
+                log.warning("checkpoint holds drift detectors in the old pickle format; "
+                            "they are not unpickled (unsafe) and start afresh, the model "
+                            "and the rest of the state are restored")
+            return fresh
+        if detectors.params_changed(blob, name, params, seed):
+            return fresh if fresh is not None else detectors.make(name, params, seed)
+        return detectors.load(name, params, blob, seed)

@@ -169,7 +169,8 @@ class EventDecoder:
                                               f"nesting depth {depth} > {depth_limit}"))
                         continue
                 event = _DECODER.decode(value)
-                if event.features.__class__ is dict:     # list features skip this parse
+                # List features skip this second parse unless "features" appears twice.
+                if event.features.__class__ is dict or value.count(b'"features"') > 1:
                     dup = _duplicates_in(value)
                     if dup is not None:
                         rejects.append(Reject(i, DUPLICATE_FEATURE, dup))

@@ -17,7 +17,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Annotated, Any, Callable, Sequence
 
 import msgspec
 import numpy as np
@@ -98,9 +98,13 @@ def nesting_depth(value: bytes, limit: int = MAX_DEPTH) -> int:
     return int(np.cumsum(steps).max(initial=0))
 
 
+# msgspec checks the 64-bit bound in C; a failure goes to classify(), which says bad_label.
+_Int64 = Annotated[int, msgspec.Meta(ge=-2 ** 63, le=2 ** 63 - 1)]
+
+
 class _Event(msgspec.Struct):
     features: list[float] | dict[str, float]
-    label: int | str | None = None
+    label: _Int64 | str | None = None
     id: str | None = None
     ts: float | None = None
 
@@ -150,6 +154,7 @@ class EventDecoder:
         rows: list[list[float] | None] = []
         index: list[int] = []
         max_bytes, depth_limit = self.max_bytes, self.limits.max_depth
+        longest = 0     # no label or id is longer than its message: caps skipped below it
         for i, value in enumerate(values):
             # Whatever a message holds, it ends here as a row or a Reject: an exception
             # would leave the batch's offsets uncommitted and crash-loop the daemon.
@@ -157,20 +162,27 @@ class EventDecoder:
                 if value is None:
                     rejects.append(Reject(i, NOT_JSON, "message value is null (tombstone)"))
                     continue
-                if len(value) > max_bytes:
-                    rejects.append(Reject(i, TOO_LARGE, f"{len(value)} bytes > "
+                size = len(value)
+                if size > max_bytes:
+                    rejects.append(Reject(i, TOO_LARGE, f"{size} bytes > "
                                                         f"max_event_bytes {max_bytes}"))
                     continue
+                if size > longest:
+                    longest = size
                 # Fewer brackets than the limit cannot nest deeper: the scan is skipped.
-                if value.count(b"[") + value.count(b"{") > depth_limit:
+                brackets = value.count(b"[") + value.count(b"{")
+                if brackets > depth_limit:
                     depth = nesting_depth(value, depth_limit)
                     if depth > depth_limit:
                         rejects.append(Reject(i, TOO_DEEP,
                                               f"nesting depth {depth} > {depth_limit}"))
                         continue
                 event = _DECODER.decode(value)
-                # List features skip this second parse unless "features" appears twice.
-                if event.features.__class__ is dict or value.count(b'"features"') > 1:
+                # List features skip this second parse. "features" given twice means two
+                # valid features values (msgspec checks each): 3+ brackets, never a plain
+                # {"features": [...]} event's 2.
+                if event.features.__class__ is dict or (
+                        brackets > 2 and value.count(b'"features"') > 1):
                     dup = _duplicates_in(value)
                     if dup is not None:
                         rejects.append(Reject(i, DUPLICATE_FEATURE, dup))
@@ -188,7 +200,7 @@ class EventDecoder:
         labels = [e.label for e in kept]
         ids = [e.id for e in kept]
         ts = np.array([np.nan if e.ts is None else e.ts for e in kept], dtype=np.float64)
-        ok = self._policy(x, labels, ids, ts, [index[k] for k in keep], rejects)
+        ok = self._policy(x, labels, ids, ts, [index[k] for k in keep], rejects, longest)
         if ok is not None:
             keep, x, ts = [keep[k] for k in ok], x[ok], ts[ok]
             labels, ids = [labels[k] for k in ok], [ids[k] for k in ok]
@@ -199,7 +211,8 @@ class EventDecoder:
             rejects=rejects)
 
     def _policy(self, x: np.ndarray, labels: list[Label | None], ids: list[str | None],
-                ts: np.ndarray, where: list[int], rejects: list[Reject]) -> np.ndarray | None:
+                ts: np.ndarray, where: list[int], rejects: list[Reject],
+                longest: int) -> np.ndarray | None:
         """Range, label and metadata caps over rows that passed the type checks.
 
         Checked in this order, each event getting the first reason only: features,
@@ -221,11 +234,13 @@ class EventDecoder:
             flag(np.flatnonzero((np.abs(x) > lim.max_abs_feature).any(axis=1)), OUT_OF_RANGE,
                  lambda k: f"|feature| > max_abs_feature {lim.max_abs_feature:g}")
         # One pass of cheap tests; only the few suspects get the full check with a detail.
-        cap = lim.max_label_length if lim.max_label_length is not None else math.inf
-        odd = [k for k, lab in enumerate(labels) if lab is not None and (
-            len(lab) > cap if lab.__class__ is str else not -_MAX_INT_LABEL <= lab < _MAX_INT_LABEL)]
-        flag(odd, BAD_LABEL, lambda k: _bad_label(labels[k], lim) or "")
-        if lim.max_id_length is not None:
+        # Ints are bounded by msgspec already; only string length is left, and only when
+        # some message in the batch is longer than the cap.
+        cap = lim.max_label_length
+        if cap is not None and longest > cap:
+            flag([k for k, lab in enumerate(labels) if lab.__class__ is str and len(lab) > cap],
+                 BAD_LABEL, lambda k: _bad_label(labels[k], lim) or "")
+        if lim.max_id_length is not None and longest > lim.max_id_length:
             cap_id = lim.max_id_length
             flag([k for k, v in enumerate(ids) if v is not None and len(v) > cap_id],
                  BAD_METADATA, lambda k: _bad_meta(ids[k], None, lim, None) or "")

@@ -178,16 +178,18 @@ class EventDecoder:
                                               f"nesting depth {depth} > {depth_limit}"))
                         continue
                 event = _DECODER.decode(value)
+                feats = event.features
                 # List features skip this second parse. "features" given twice means two
                 # valid features values (msgspec checks each): 3+ brackets, never a plain
                 # {"features": [...]} event's 2.
-                if event.features.__class__ is dict or (
-                        brackets > 2 and value.count(b'"features"') > 1):
+                if feats.__class__ is list and (brackets <= 2 or value.count(b'"features"') < 2):
+                    rows.append(feats)
+                else:
                     dup = _duplicates_in(value)
                     if dup is not None:
                         rejects.append(Reject(i, DUPLICATE_FEATURE, dup))
                         continue
-                rows.append(self._row(event))
+                    rows.append(self._row(event))
                 events.append(event)
                 index.append(i)
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:

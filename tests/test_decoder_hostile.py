@@ -86,7 +86,7 @@ def test_classify_never_raises() -> None:
 def test_a_failing_decoder_step_is_undecodable_not_a_crash(monkeypatch) -> None:
     dec = _decoder()
     monkeypatch.setattr(dec, "_row", lambda event: 1 / 0)     # any bug in the per-event path
-    out = dec.decode([VALID])
+    out = dec.decode([b'{"features":{"a":1,"b":2}}'])     # object features go through _row
     assert [(r.reason, r.detail.split(":")[0]) for r in out.rejects] == [
         ("undecodable", "ZeroDivisionError")]
 

@@ -126,3 +126,71 @@ def test_fuzz_no_exception_and_every_message_accounted_for(values) -> None:
     out = _decoder().decode(values)
     _assert_partition(out, len(values))
     assert np.isfinite(out.x).all()
+
+
+# --------------------------------------------------------------------------- end to end
+
+def test_the_daemon_survives_hostile_events_on_a_real_broker(broker, daemons, tmp_path) -> None:
+    """Poison among valid events: DLQ'd with their exact reasons, the rest learned, and the
+    daemon (then its restart) stays up. On the landed code the deep one crash-looped it."""
+    from collections import Counter
+
+    from kafka import KafkaProducer
+
+    from conftest import DaemonProcess, latest_checkpoint, read_topic, unique
+    from stream_learner.synth import ensure_topics
+
+    bs = broker.bootstrap_servers
+    topic = unique("hostile")
+    ensure_topics(bs, {topic: 1, f"{topic}.dlq": 1, f"{topic}.predictions": 1})
+    poison = {
+        "deep": (b'{"features":[1,2],"label":1,"x":' + DEEP + b"}", "too_deep"),
+        "long-label": (b'{"features":[1,2],"label":"' + b"y" * 300_000 + b'"}', "bad_label"),
+        "old-ts": (b'{"features":[1,2],"label":1,"ts":-1e308}', "bad_metadata"),
+        "big-feature": (b'{"features":[1,3e38],"label":1}', "out_of_range"),
+        "dup-keys": (b'{"features":{"a":1,"a":2},"label":1}', "duplicate_feature"),
+    }
+    producer = KafkaProducer(bootstrap_servers=bs, max_request_size=2_000_000)
+    valid: list[str] = []
+
+    def send_valid(n: int) -> None:
+        for _ in range(n):
+            event_id = f"v{len(valid)}"
+            valid.append(event_id)
+            value = json.dumps({"id": event_id, "label": len(valid) % 2,
+                                "features": [len(valid) % 7 * 0.1, 1.0]}).encode()
+            producer.send(topic, value, key=event_id.encode())
+
+    for key, (value, _) in poison.items():
+        send_valid(20)
+        producer.send(topic, value, key=key.encode())
+    send_valid(20)
+    producer.flush()
+
+    group = unique("g")
+    d = DaemonProcess(bs, tmp_path / "ckpt", topic, group)
+    daemons.append(d)
+    d.wait_consumed(len(valid) + len(poison))
+    metrics = d.metrics()
+    for reason, count in Counter(r for _, r in poison.values()).items():
+        assert metrics[f'stream_learner_events_rejected_total{{reason="{reason}"}}'] == count
+    assert d.terminate() == 0
+
+    dlq = read_topic(bs, f"{topic}.dlq", len(poison))
+    got = {r.key.decode(): dict(r.headers)["reason"].decode() for r in dlq}
+    assert got == {key: reason for key, (_, reason) in poison.items()}
+    counters = latest_checkpoint(tmp_path / "ckpt")["counters"]
+    assert counters["rejected"] == dict(Counter(r for _, r in poison.values()))
+    assert counters["learned"] + counters["held_out"] == len(valid)
+
+    # A restart replays nothing it has checkpointed and stays up on the next events.
+    send_valid(10)
+    producer.flush()
+    producer.close()
+    again = DaemonProcess(bs, tmp_path / "ckpt", topic, group)
+    daemons.append(again)
+    again.wait_consumed(10)          # the metric counts this process's events
+    assert again.terminate() == 0
+    counters = latest_checkpoint(tmp_path / "ckpt")["counters"]
+    assert counters["learned"] + counters["held_out"] == len(valid)
+    assert sum(counters["rejected"].values()) == len(poison)

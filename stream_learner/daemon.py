@@ -33,7 +33,7 @@ from .checkpoint import CheckpointStore
 from .config import Settings
 from .drift import DriftReport
 from .evaluation import PrequentialAccuracy, RollingMean
-from .events import TOO_MANY_CLASSES, DecodedBatch, EventDecoder
+from .events import TOO_MANY_CLASSES, DecodedBatch, EventDecoder, Limits
 from .kafka_io import Listener, make_consumer, make_producer
 from .outputs import ReliableProducer
 from .undeliverable import OutputRecord, UndeliverableLog
@@ -106,8 +106,11 @@ class Daemon:
             log.info("federation off: set federation.private_key_file and peer keys "
                      "(federation.peers or federation.peers_dir) to share updates")
         self.learner: LearnerHost = make_learner_host(settings)
-        self.decoder = EventDecoder(settings.model.n_features, settings.model.feature_names,
-                                    settings.kafka.max_event_bytes)
+        k, m = settings.kafka, settings.model
+        self.decoder = EventDecoder(m.n_features, m.feature_names, k.max_event_bytes, Limits(
+            max_label_length=m.max_label_length, max_id_length=k.max_id_length,
+            max_abs_feature=m.max_abs_feature, max_event_age_seconds=k.max_event_age_seconds,
+            max_event_future_seconds=k.max_event_future_seconds))
         self.accuracy = PrequentialAccuracy(settings.metrics.rolling_window)
         self.loss = RollingMean(half_life=settings.metrics.rolling_window)
         self.counters = Counters()

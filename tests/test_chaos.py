@@ -161,12 +161,20 @@ class Chaos:
         self.kill(name, "during a restore")
 
     def kill_during_rebalance(self, name: str, other: str) -> None:
-        """Start the other replica (a rebalance follows), kill this one mid-rebalance."""
+        """Start the other replica (a rebalance follows), kill this one mid-rebalance.
+
+        A live ``other`` is stopped gracefully first: starting nothing would bring no
+        rebalance. Its SIGTERM leaves the group, which is itself a rebalance for ``name``,
+        and starting it again is a second one; the kill lands in one of them."""
+        running = self.live[other]
+        if running is not None:
+            assert running.terminate() == 0, f"{other} did not stop cleanly on SIGTERM"
+            self.live[other] = None
+            self.log.append(f"SIGTERM {other} (to rebalance {name} by restarting it)")
         d = self.live[name] or self.start(name)
         wait_for(lambda: d.metric("stream_learner_ready") == 1, 60, f"{name} consuming")
         log_size = d.log_path.stat().st_size
-        if self.live[other] is None:
-            self.start(other)
+        self.start(other)
         wait_for(lambda: "partitions revoked" in d.log_path.read_text(errors="replace")[log_size:],
                  60, f"{name} rebalancing", every=0.005)
         self.kill(name, "during a rebalance")

@@ -17,6 +17,7 @@ logs one line naming the file and the reason and falls back to the next older on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -73,6 +74,7 @@ class CheckpointStore:
         self.keep = keep
         self.directory.mkdir(parents=True, exist_ok=True)
         existing = self.paths()
+        self.skipped: list[Path] = []      # newer files the last load_latest passed over
         self._seq = int(_NAME.match(existing[-1].name).group(1)) if existing else 0  # type: ignore[union-attr]
 
     def paths(self) -> list[Path]:
@@ -84,11 +86,17 @@ class CheckpointStore:
         self._seq += 1
         final = self.directory / f"ckpt-{self._seq:012d}.pt"
         tmp = final.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            torch.save({"format": FORMAT_VERSION, "state": state}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save({"format": FORMAT_VERSION, "state": state}, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            # A half-written file on a full disk holds the space the next try needs.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
         dir_fd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -101,7 +109,9 @@ class CheckpointStore:
     def load_latest(self, validate: Callable[[dict[str, Any]], None] | None = None
                     ) -> dict[str, Any] | None:
         """The newest checkpoint that loads and passes :func:`validate_checkpoint` and
-        ``validate``; corrupt ones are skipped with one warning each."""
+        ``validate``; corrupt ones are skipped with one warning each and listed in
+        :attr:`skipped` (the caller must not trust what only those had committed)."""
+        self.skipped = []
         for path in reversed(self.paths()):
             try:
                 blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -117,6 +127,7 @@ class CheckpointStore:
             except Exception as exc:  # noqa: BLE001 - any unreadable file means "try older"
                 log.warning("checkpoint %s is unreadable (%s); trying an older one", path,
                             _one_line(exc))
+                self.skipped.append(path)
         return None
 
 

@@ -45,6 +45,7 @@ from .metrics import Health, Metrics, MetricsServer
 from .pacing import StepPacer
 from .predictions import encode_predictions
 from .restore_check import check_restorable
+from .save_failures import SaveFailures
 from .systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,11 @@ class Daemon:
         self.offsets: dict[TopicPartition, int] = {}     # next offset to process
         self.lineage = Lineage()                         # offsets this model processed
         self.store = CheckpointStore(settings.checkpoint.dir, settings.checkpoint.keep)
+        self.save_failures = SaveFailures(self.health, self.metrics.checkpoint_failures,
+                                          settings.checkpoint.dir)
+        # Restored from an older checkpoint because a newer one was unreadable: the group's
+        # committed offset may be the lost checkpoint's, so it must not move us forward.
+        self._replay_from_checkpoint: set[TopicPartition] = set()
         self.consumer: KafkaConsumer | None = None
         self.producer: ReliableProducer | None = None
         self.server: MetricsServer | None = None
@@ -166,6 +172,10 @@ class Daemon:
         state = self.store.load_latest(validate=functools.partial(check_restorable,
                                                                   self.settings))
         if state is None:
+            if self.store.skipped:
+                log.warning("no readable checkpoint in %s: starting a fresh model at the "
+                            "group's committed offsets (reset the group to relearn the log)",
+                            self.settings.checkpoint.dir)
             return
         self.learner.load_state_dict(state["learner"])
         self.decoder.load_state_dict(state["decoder"])
@@ -179,6 +189,8 @@ class Daemon:
         self.metrics.checkpoint_last_success.set(float(state.get("created", 0.0)))
         self.offsets = {TopicPartition(t, p): o for t, parts in state["offsets"].items()
                         for p, o in parts.items()}
+        if self.store.skipped:
+            self._replay_from_checkpoint = set(self.offsets)
         self._refresh_gauges()
         log.info("resumed at %s after %d events", self._offsets_text(), self.counters.consumed)
 
@@ -340,6 +352,14 @@ class Daemon:
                 committed = None
             self._unverified.discard(tp)
             mine = self.offsets.get(tp)
+            if tp in self._replay_from_checkpoint:
+                self._replay_from_checkpoint.discard(tp)
+                if committed is not None and mine is not None and committed > mine:
+                    log.warning("%s: group committed %d, beyond the older checkpoint restored "
+                                "(%d) after a newer one was unreadable; replaying from %d: "
+                                "those events are learned again, none skipped",
+                                tp, committed, mine, mine)
+                continue
             if committed is not None and mine is not None and committed > mine:
                 log.info("%s: group committed %d beyond this replica's checkpoint %d; "
                          "another replica learned those events", tp, committed, mine)
@@ -524,6 +544,13 @@ class Daemon:
         assert self.consumer is not None and self.producer is not None
         pending_bytes = self.producer.pending_bytes
         self.metrics.output_pending_bytes.set(pending_bytes)
+        if self._since_checkpoint >= self.settings.checkpoint.max_unsaved_events:
+            # Checkpoints fail (or lag): a crash now would replay all of these; take no more.
+            if not self.consumer.paused():
+                log.warning("%d events unsaved (checkpoint.max_unsaved_events): consumption "
+                            "paused until a checkpoint succeeds", self._since_checkpoint)
+            self.consumer.pause(*self.consumer.assignment())
+            return
         if (self.producer.pending < MAX_PENDING_RECORDS
                 and pending_bytes < self.settings.kafka.max_pending_bytes):
             if self.consumer.paused():
@@ -587,8 +614,8 @@ class Daemon:
     # -- checkpoint + commit ------------------------------------------------------------------
     def _checkpoint_due(self) -> bool:
         c = self.settings.checkpoint
-        return self._since_checkpoint > 0 and (
-            self._since_checkpoint >= c.every_events
+        return self._since_checkpoint > 0 and self.save_failures.may_retry() and (
+            self._since_checkpoint >= min(c.every_events, c.max_unsaved_events)
             or time.time() - self.last_checkpoint_time >= c.every_seconds)
 
     def state_dict(self) -> dict[str, Any]:
@@ -614,7 +641,13 @@ class Daemon:
             log.warning("%d DLQ/prediction records not yet acknowledged; checkpoint deferred",
                         self.producer.pending)
             return False
-        self.last_checkpoint_path = str(self.store.save(self.state_dict()))
+        try:
+            self.last_checkpoint_path = str(self.store.save(self.state_dict()))
+        except OSError as exc:        # disk full, read-only, EIO: retried, never a crash
+            self.save_failures.failed(exc, self._since_checkpoint)
+            self.metrics.ready.set(1 if self.health.is_ready() else 0)
+            return False
+        self.save_failures.succeeded()
         self.last_checkpoint_time = time.time()
         self._since_checkpoint = 0
         if commit != "none":

@@ -26,6 +26,7 @@ from .drift.export import DriftMetrics
 from .federation.export import FederationMetrics
 from .events import DLQ_REASONS
 from .outputs import OUTPUT_FAILURE_REASONS
+from .save_failures import CHECKPOINT_FAILURE_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,12 @@ class Metrics:
                                      "because the loss or a gradient was NaN/inf.", registry=r)
         self.checkpoint_last_success = Gauge(p + "checkpoint_last_success_timestamp_seconds",
                                              "When the last checkpoint was written.", registry=r)
+        self.checkpoint_failures = Counter(
+            p + "checkpoint_failures_total", "Checkpoint writes that failed (no_space, "
+            "read_only, permission, io_error, other); retried with a backoff.", ["reason"],
+            registry=r)
+        for reason in CHECKPOINT_FAILURE_REASONS:
+            self.checkpoint_failures.labels(reason)
         self.checkpoint_duration = Histogram(p + "checkpoint_duration_seconds",
                                              "Time to write a checkpoint and commit offsets.",
                                              registry=r)

@@ -39,6 +39,7 @@ ALERTS = {
     "StreamLearnerStalled",
     "StreamLearnerNoEvents",
     "StreamLearnerCheckpointStale",
+    "StreamLearnerCheckpointFailing",
     "StreamLearnerFederationRejects",
     "StreamLearnerRestartLoop",
     "StreamLearnerDown",

@@ -125,6 +125,16 @@ class Chaos:
         self.live[name] = d
         return d
 
+    def wait_consuming(self, name: str, d: DaemonProcess) -> None:
+        """Ready (partitions assigned); on timeout the error carries the replica's log."""
+        try:
+            wait_for(lambda: d.metric("stream_learner_ready") == 1, 60, f"{name} consuming")
+        except AssertionError as exc:
+            lines = [ln for ln in d.log_path.read_text(errors="replace").splitlines()
+                     if " DEBUG " not in ln]
+            raise AssertionError(f"{exc}; schedule so far: {self.log}; {name}'s log ends:\n"
+                                 + "\n".join(lines[-25:])) from None
+
     def kill(self, name: str, why: str) -> None:
         d = self.live[name]
         if d is not None:
@@ -135,7 +145,7 @@ class Chaos:
     def kill_during_checkpoint_write(self, name: str) -> None:
         """kill -9 the moment a checkpoint's temp file exists (mid-torch.save)."""
         d = self.live[name] or self.start(name)
-        wait_for(lambda: d.metric("stream_learner_ready") == 1, 60, f"{name} consuming")
+        self.wait_consuming(name, d)
         deadline = time.monotonic() + 10
         directory = self.ckpt(name)
         while time.monotonic() < deadline:
@@ -168,11 +178,14 @@ class Chaos:
         and starting it again is a second one; the kill lands in one of them."""
         running = self.live[other]
         if running is not None:
+            # Consuming first: a SIGTERM while Python is still importing torch, before the
+            # handler is installed, ends the process by the signal (what systemd expects).
+            self.wait_consuming(other, running)
             assert running.terminate() == 0, f"{other} did not stop cleanly on SIGTERM"
             self.live[other] = None
             self.log.append(f"SIGTERM {other} (to rebalance {name} by restarting it)")
         d = self.live[name] or self.start(name)
-        wait_for(lambda: d.metric("stream_learner_ready") == 1, 60, f"{name} consuming")
+        self.wait_consuming(name, d)
         log_size = d.log_path.stat().st_size
         self.start(other)
         wait_for(lambda: "partitions revoked" in d.log_path.read_text(errors="replace")[log_size:],

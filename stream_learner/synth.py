@@ -37,6 +37,8 @@ import msgspec
 import numpy as np
 from river.datasets import synth as river_synth
 
+from .events import MAX_DEPTH
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -248,6 +250,21 @@ def _replace_feature(body: dict[str, Any], rng: random.Random, value: Any) -> by
     return _encoder.encode({**body, "features": feats})
 
 
+def _with_raw_field(body: dict[str, Any], key: str, raw: bytes) -> bytes:
+    """Encode ``body`` plus field ``key`` holding literal JSON text ``raw``."""
+    return _encoder.encode({**body, key: _RAW}).replace(msgspec.json.encode(_RAW), raw)
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"0" + b"]" * depth
+
+
+def _features_twice(dim: int, rng: random.Random, body: dict[str, Any]) -> bytes:
+    # msgspec would keep the last of two "features" keys; the daemon calls it ambiguous.
+    return (b'{"features":' + _encoder.encode(_features(dim, rng)) + b","
+            + _encoder.encode(body)[1:])
+
+
 def _wrong_length(dim: int, rng: random.Random) -> int:
     # Never 0: an empty list is its own reason.
     choices = [dim + 1, 2 * dim + 1] + ([dim - 1] if dim > 1 else [])
@@ -311,6 +328,17 @@ _VARIANTS: dict[str, tuple[_Variant, ...]] = {
         lambda d, r, b: _encoder.encode({**b, "id": ["a"]}),
         lambda d, r, b: _encoder.encode({**b, "ts": "yesterday"}),
         lambda d, r, b: _encoder.encode({**b, "ts": [1.0]}),
+    ),
+    "too_deep": (
+        # Nested beyond the decoder's limit, in an extra field or in the features.
+        lambda d, r, b: _with_raw_field(b, "x", _nested(MAX_DEPTH + 1 + r.randrange(64))),
+        lambda d, r, b: _with_raw_field({k: v for k, v in b.items() if k != "features"},
+                                        "features", _nested(MAX_DEPTH + 1)),
+    ),
+    "duplicate_feature": (
+        lambda d, r, b: _features_twice(d, r, b),
+        lambda d, r, b: _encoder.encode({k: v for k, v in b.items() if k != "features"})
+        .replace(b"{", b'{"features":{"f0":1.0,"f0":2.0},', 1),
     ),
 }
 

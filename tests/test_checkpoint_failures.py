@@ -152,5 +152,9 @@ def test_corrupt_newest_checkpoint_replays_instead_of_skipping(tmp_path: Path, b
     assert d.terminate() == 0
     log_text = d.log_path.read_text(errors="replace")
     assert f"replaying from {behind}" in log_text and "none skipped" in log_text
-    check_checkpoint(latest_checkpoint(ckpt), sent)
+    final = latest_checkpoint(ckpt)
+    # Every offset, so every event id, in the surviving model's lineage, once.
+    assert final["lineage"]["ranges"] == {topic: {0: [[0, 1000]]}}, final["lineage"]
+    assert final["lineage"]["overlapping_events"] == 0
+    check_checkpoint(final, sent)
     check_outputs(bs, sent, dlq, predictions)

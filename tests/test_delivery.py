@@ -36,8 +36,10 @@ def test_every_event_is_learned_rejected_or_predicted(broker, daemons, tmp_path:
     topic, n = unique("acct"), 3000
     ensure_topics(bs, {topic: 3, f"{topic}.dlq": 1, f"{topic}.predictions": 1})
     report = produce(bs, topic, "mixed", n, unlabeled_fraction=0.02)
+    # Every reason synth can make (out_of_range needs a configured bound, undecodable a
+    # decoder bug, feature_names_mismatch fixed names: tests/test_decoder_hostile.py).
     assert report.sent == n and set(report.by_reason) == set(REJECT_REASONS) - {
-        "feature_names_mismatch"}
+        "feature_names_mismatch", "out_of_range", "undecodable"}
 
     # The YAML names a topic that does not exist; the environment overrides it.
     config = tmp_path / "config.yaml"

@@ -15,12 +15,13 @@ import pytest
 
 from conftest import read_topic
 from stream_learner import synth
+from stream_learner.events import MAX_DEPTH
 from stream_learner.synth import (BAD_REASONS, DRIFT_EVERY, MAX_EVENT_BYTES, STREAMS,
                                   RateLimiter, encode_event, event_messages, make_bad_event)
 
 EXPECTED_REASONS = {"not_json", "not_object", "missing_features", "empty_features",
                     "wrong_length", "non_numeric", "non_finite", "too_large", "bad_label",
-                    "bad_metadata"}
+                    "bad_metadata", "too_deep", "duplicate_feature"}
 
 
 def _is_number(value: Any) -> bool:
@@ -31,6 +32,37 @@ def _reject_json_constant(token: str) -> Any:
     raise ValueError(f"non-standard JSON literal {token}")
 
 
+class _Pairs(dict):
+    """A JSON object that remembers the keys it saw twice."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        seen: set[str] = set()
+        self.dups = {k for k, _ in pairs if k in seen or seen.add(k)}
+
+
+def _depth(value: bytes) -> int:
+    """Deepest [ / { nesting outside strings, by a plain character walk."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in value.decode("utf-8", "replace"):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def reference_reason(value: bytes, dim: int) -> str | None:
     """A deliberately simple strict decoder of the event contract, for cross-checking.
 
@@ -38,8 +70,11 @@ def reference_reason(value: bytes, dim: int) -> str | None:
     """
     if len(value) > MAX_EVENT_BYTES:
         return "too_large"
+    if _depth(value) > MAX_DEPTH:
+        return "too_deep"
     try:
-        event = json.loads(value.decode("utf-8"), parse_constant=_reject_json_constant)
+        event = json.loads(value.decode("utf-8"), parse_constant=_reject_json_constant,
+                           object_pairs_hook=_Pairs)
     except (UnicodeDecodeError, ValueError):
         return "not_json"
     if not isinstance(event, dict):
@@ -47,6 +82,8 @@ def reference_reason(value: bytes, dim: int) -> str | None:
     if "features" not in event:
         return "missing_features"
     features = event["features"]
+    if "features" in event.dups or (isinstance(features, _Pairs) and features.dups):
+        return "duplicate_feature"
     if isinstance(features, dict):
         values = list(features.values())
     elif isinstance(features, list):
@@ -236,9 +273,10 @@ def test_bad_event_builders_match_make_bad_event() -> None:
 # --------------------------------------------------------------------------- messages
 
 def test_mixed_messages_cover_every_reason_and_decode_as_expected() -> None:
-    messages = list(event_messages("mixed", 400, seed=11, start_id=1000))
+    n = 40 * len(EXPECTED_REASONS)       # 5 % bad: each reason exactly twice
+    messages = list(event_messages("mixed", n, seed=11, start_id=1000))
     reasons = Counter(reason for _, reason in messages)
-    assert reasons.pop(None) == 380  # exactly 5 % bad
+    assert reasons.pop(None) == n - 2 * len(EXPECTED_REASONS)
     assert set(reasons) == EXPECTED_REASONS
     assert all(count == 2 for count in reasons.values())
     for value, reason in messages:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+import time
+from typing import Any, Callable
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -102,6 +103,39 @@ class ConsumerSide:
             return records
         return [r for r in records
                 if r.offset >= skip.get(TopicPartition(r.topic, r.partition), -1)]
+
+    # -- polling --------------------------------------------------------------------------
+    def next_batch(self, stopping: Callable[[], bool]) -> list[Any]:
+        """Up to batch.size records, or fewer once batch.max_wait_ms has passed."""
+        assert self.consumer is not None
+        size = self.settings.batch.size
+        deadline = time.monotonic() + self.settings.batch.max_wait_ms / 1000
+        out: list[Any] = []
+        while len(out) < size and not stopping():
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 and out:
+                break
+            try:
+                polled = self.consumer.poll(timeout_ms=max(remaining_ms, 0),
+                                            max_records=size - len(out))
+            except KafkaError as exc:
+                self.metrics.kafka_errors.labels("poll").inc()
+                log.warning("poll failed (%s); retrying", exc)
+                time.sleep(0.5)
+                break
+            if self.rebalanced:
+                # Assignment seeks every partition back to its last processed offset, so
+                # records polled before the rebalance will be fetched again (or belong to
+                # partitions now owned by another replica): drop them.
+                self.rebalanced = False
+                out = []
+            for recs in polled.values():
+                out.extend(recs)
+            if self.unverified:
+                out = self.verify_assignment(out)
+            if remaining_ms <= 0:
+                break
+        return out
 
     # -- flow control -----------------------------------------------------------------------
     def pause_all(self) -> None:

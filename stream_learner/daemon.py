@@ -12,8 +12,9 @@ A crash between any two steps replays events after the checkpoint and skips none
 
 ``Daemon`` is the facade and the loop; its collaborators each own one concern:
 :mod:`~stream_learner.consumer_side` (positions, assignment checks, lag, pause/resume),
-:mod:`~stream_learner.output_sink` (DLQ copies, predictions, backpressure, flush) and
-:mod:`~stream_learner.checkpoint_coordinator` (the order above, commits, save failures).
+:mod:`~stream_learner.output_sink` (DLQ copies, predictions, backpressure, flush),
+:mod:`~stream_learner.checkpoint_coordinator` (the order above, commits, save failures) and
+:mod:`~stream_learner.learn_accounting` (accuracy, loss, pacing, the model's gauges).
 """
 
 from __future__ import annotations
@@ -37,16 +38,15 @@ from .config import Settings
 from .consumer_side import ConsumerSide
 from .counters import Counters
 from .drift import DriftReport
-from .evaluation import PrequentialAccuracy, RollingMean
 from .events import EventDecoder, Limits
 from .kafka_io import Listener, make_consumer
+from .learn_accounting import LearnAccounting
 from .output_sink import DLQ_MAX_RECORD_BYTES, MAX_PENDING_RECORDS, OutputSink, dlq_copy
 from .federation.transport import Federation
 from .lineage import Lineage
 from .learner_host import (FedRound, Learned, LearnerHost, Predicted, Result, WorkerLearner,
                            make_learner_host)
 from .metrics import Health, Metrics, MetricsServer
-from .pacing import StepPacer
 from .restore_check import check_restorable
 from .save_failures import SaveFailures
 from .systemd import Notifier
@@ -86,12 +86,10 @@ class Daemon:
             max_label_length=m.max_label_length, max_id_length=k.max_id_length,
             max_abs_feature=m.max_abs_feature, max_event_age_seconds=k.max_event_age_seconds,
             max_event_future_seconds=k.max_event_future_seconds))
-        self.accuracy = PrequentialAccuracy(settings.metrics.rolling_window)
-        self.loss = RollingMean(half_life=settings.metrics.rolling_window)
         self.counters = Counters()
-        m = settings.model
-        self.pacer = StepPacer(m.step_size, m.max_step_size, m.learn_budget, time.monotonic())
-        self.metrics.step_size.set(self.pacer.value)
+        self.accounting = LearnAccounting(settings, self.metrics, self.counters)
+        # The same objects, named here for the checkpoint and the benchmarks.
+        self.accuracy, self.loss = self.accounting.accuracy, self.accounting.loss
         self.lineage = Lineage()                         # offsets this model processed
         self.store = CheckpointStore(settings.checkpoint.dir, settings.checkpoint.keep)
         self.positions = ConsumerSide(settings, self.metrics)
@@ -102,9 +100,6 @@ class Daemon:
         self.server: MetricsServer | None = None
         self.stopping = False
         self._next_housekeeping = 0.0
-        self._skipped_steps = 0
-        self.forgetting = 0.0       # last reported by the learner's probes
-        self.drift: DriftReport | None = None   # last reported by the learner
         self.metrics.build_info.info({"version": __version__})
         self.metrics.model_info.info({"strategy": settings.strategy.name,
                                       "device": self.learner.info.device})
@@ -126,6 +121,14 @@ class Daemon:
     def offsets(self) -> dict[TopicPartition, int]:
         """Next offset to process per partition."""
         return self.positions.offsets
+
+    @property
+    def forgetting(self) -> float:
+        return self.accounting.forgetting
+
+    @property
+    def drift(self) -> DriftReport | None:
+        return self.accounting.drift
 
     @property
     def lag_total(self) -> int:
@@ -202,7 +205,7 @@ class Daemon:
             while not self.stopping:
                 self._tick()
                 self._throttle_if_backlogged()
-                records = self._next_batch()
+                records = self.positions.next_batch(lambda: self.stopping)
                 if records:
                     self.process(records)
                 self._handle(self.learner.completed())
@@ -303,38 +306,6 @@ class Daemon:
                                 f"{self.settings.kafka.group_id}")
 
     # -- the loop ---------------------------------------------------------------------------
-    def _next_batch(self) -> list[Any]:
-        """Up to batch.size records, or fewer once batch.max_wait_ms has passed."""
-        assert self.consumer is not None
-        size = self.settings.batch.size
-        deadline = time.monotonic() + self.settings.batch.max_wait_ms / 1000
-        out: list[Any] = []
-        while len(out) < size and not self.stopping:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0 and out:
-                break
-            try:
-                polled = self.consumer.poll(timeout_ms=max(remaining_ms, 0),
-                                            max_records=size - len(out))
-            except KafkaError as exc:
-                self.metrics.kafka_errors.labels("poll").inc()
-                log.warning("poll failed (%s); retrying", exc)
-                time.sleep(0.5)
-                break
-            if self.positions.rebalanced:
-                # Assignment seeks every partition back to its last processed offset, so
-                # records polled before the rebalance will be fetched again (or belong to
-                # partitions now owned by another replica): drop them.
-                self.positions.rebalanced = False
-                out = []
-            for recs in polled.values():
-                out.extend(recs)
-            if self.positions.unverified:
-                out = self.positions.verify_assignment(out)
-            if remaining_ms <= 0:
-                break
-        return out
-
     def process(self, records: list[Any]) -> None:
         """Prequential step for one micro-batch: reject, then hand it to the learner."""
         batch = self.decoder.decode([r.value for r in records])
@@ -342,8 +313,8 @@ class Daemon:
         labeled = np.fromiter((lab is not None for lab in batch.labels), bool, len(batch.labels))
         n_labeled = int(labeled.sum())
         if n_labeled:
-            step = self.pacer.update(backlogged=len(records) >= self.settings.batch.size,
-                                     now=time.monotonic())
+            step = self.accounting.pacer.update(
+                backlogged=len(records) >= self.settings.batch.size, now=time.monotonic())
             self.metrics.step_size.set(step)
             if n_labeled == labeled.size:
                 x, labels, ts, rows = batch.x, batch.labels, batch.ts, batch.index
@@ -382,7 +353,7 @@ class Daemon:
                 if result.refused.size:
                     self.sink.dead_letter_refused(result, records, rows)
                     ts = np.delete(ts, result.refused)
-                self._learned(result, ts)
+                self.accounting.learned(result, ts)
             elif isinstance(result, FedRound):
                 assert self.federation is not None
                 self.federation.finish_round(result.snapshot, result.report)
@@ -402,35 +373,6 @@ class Daemon:
             log.warning("federation poll failed (%s); retrying", exc)
         if federation.due(self.counters.learned):
             self.learner.submit_federate(federation.start_round(self.counters.learned), None)
-
-    def _learned(self, result: Learned, ts: np.ndarray) -> None:
-        n = int(result.y.shape[0])
-        self.accuracy.update(result.y, result.pred)
-        self.loss.update(result.loss, n)
-        self.metrics.loss.set(result.loss)
-        self.counters.learned += n
-        self.metrics.events_learned.inc(n)
-        self.metrics.update_duration.observe(result.seconds)
-        self.pacer.learned(result.seconds)
-        m = self.metrics
-        if result.held_out:
-            self.counters.held_out += result.held_out
-            m.events_held_out.inc(result.held_out)
-        self.forgetting = result.forgetting
-        m.forgetting.set(result.forgetting)
-        m.backward_transfer.set(result.backward_transfer)
-        for slot, acc in enumerate(result.probe_accuracy):
-            if acc == acc:   # NaN until the probe's first evaluation
-                m.probe_accuracy.labels(str(slot)).set(acc)
-        if result.drift is not None:
-            m.drift.apply(result.drift)
-            self.drift = result.drift
-        if result.skipped_steps > self._skipped_steps:
-            m.steps_skipped.inc(result.skipped_steps - self._skipped_steps)
-        self._skipped_steps = result.skipped_steps
-        ts = ts[~np.isnan(ts)]
-        if ts.size:
-            self.metrics.event_to_update.observe_many(np.maximum(result.finished_at - ts, 0.0))
 
     def _throttle_if_backlogged(self) -> None:
         """Pause fetching while events wait unsaved or the broker is not acknowledging
@@ -464,14 +406,7 @@ class Daemon:
         self.positions.restart_recreated()
 
     def _refresh_gauges(self) -> None:
-        m = self.metrics
-        m.prequential_accuracy.set(self.accuracy.accuracy)
-        m.rolling_accuracy.set(self.accuracy.rolling_accuracy)
-        m.model_classes.set(len(self.learner.info.labels))
-        m.replay_buffer_events.set(self.learner.info.buffer_events)
-        if m.gpu_allocated is not None and m.gpu_reserved is not None:
-            m.gpu_allocated.set(self.learner.info.gpu_memory_allocated_bytes)
-            m.gpu_reserved.set(self.learner.info.gpu_memory_reserved_bytes)
+        self.accounting.refresh_gauges(self.learner.info)
         self.positions.refresh_lag()
 
     # -- checkpoint state (the coordinator decides when; the facade knows the parts) ----------

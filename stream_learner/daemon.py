@@ -9,80 +9,54 @@ Delivery order, followed everywhere a checkpoint is taken (docs/architecture.md)
   3. write the checkpoint (state + next offset per partition) atomically;
   4. commit the same offsets to Kafka (a hint for other replicas; the checkpoint rules).
 A crash between any two steps replays events after the checkpoint and skips none.
+
+``Daemon`` is the facade and the loop; its collaborators each own one concern:
+:mod:`~stream_learner.consumer_side` (positions, assignment checks, lag, pause/resume),
+:mod:`~stream_learner.output_sink` (DLQ copies, predictions, backpressure, flush),
+:mod:`~stream_learner.checkpoint_coordinator` (the order above, commits, save failures) and
+:mod:`~stream_learner.learn_accounting` (accuracy, loss, pacing, the model's gauges).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from . import __version__
 from .checkpoint import CheckpointStore
+from .checkpoint_coordinator import CheckpointCoordinator, CommitMode
 from .config import Settings
+from .consumer_side import ConsumerSide
+from .counters import Counters
 from .drift import DriftReport
-from .evaluation import PrequentialAccuracy, RollingMean
-from .events import TOO_MANY_CLASSES, DecodedBatch, EventDecoder, Limits
-from .kafka_io import Listener, make_consumer, make_producer
-from .outputs import ReliableProducer
-from .undeliverable import OutputRecord, UndeliverableLog
+from .events import EventDecoder, Limits
+from .kafka_io import Listener, make_consumer
+from .learn_accounting import LearnAccounting
+from .output_sink import DLQ_MAX_RECORD_BYTES, MAX_PENDING_RECORDS, OutputSink, dlq_copy
 from .federation.transport import Federation
 from .lineage import Lineage
 from .learner_host import (FedRound, Learned, LearnerHost, Predicted, Result, WorkerLearner,
                            make_learner_host)
 from .metrics import Health, Metrics, MetricsServer
-from .pacing import StepPacer
-from .predictions import encode_predictions
 from .restore_check import check_restorable
 from .save_failures import SaveFailures
 from .systemd import Notifier
 
 log = logging.getLogger(__name__)
 
-# A DLQ copy (value, key and headers) is cut to this, marked truncated_from_bytes: far
-# below Kafka's default message.max.bytes (1 MiB) and the producer's max_request_size,
-# so a copy of any event we could read is one the broker accepts.
-DLQ_MAX_RECORD_BYTES = 256 * 1024
-MAX_PENDING_RECORDS = 200_000      # pause consumption while this many sends are unacknowledged
 STATUS_EVERY_S = 10.0              # systemd STATUS= line (`systemctl status`) refresh
-CommitMode = Literal["sync", "async", "none"]
-
-
-@dataclass
-class Counters:
-    """Exactly-once accounting: restored from the checkpoint, so replays don't double count."""
-
-    consumed: int = 0
-    learned: int = 0
-    predicted: int = 0
-    held_out: int = 0      # kept as forgetting probes: consumed, never learned
-    rejected: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def rejected_total(self) -> int:
-        return sum(self.rejected.values())
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"consumed": self.consumed, "learned": self.learned,
-                "predicted": self.predicted, "held_out": self.held_out,
-                "rejected": dict(self.rejected)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.consumed, self.learned = int(state["consumed"]), int(state["learned"])
-        self.predicted = int(state["predicted"])
-        self.held_out = int(state.get("held_out", 0))
-        self.rejected = dict(state["rejected"])
+# Re-exported: tests and tools import these from here.
+__all__ = ["CommitMode", "Counters", "DLQ_MAX_RECORD_BYTES", "Daemon", "MAX_PENDING_RECORDS",
+           "dlq_copy"]
 
 
 class Daemon:
@@ -112,34 +86,20 @@ class Daemon:
             max_label_length=m.max_label_length, max_id_length=k.max_id_length,
             max_abs_feature=m.max_abs_feature, max_event_age_seconds=k.max_event_age_seconds,
             max_event_future_seconds=k.max_event_future_seconds))
-        self.accuracy = PrequentialAccuracy(settings.metrics.rolling_window)
-        self.loss = RollingMean(half_life=settings.metrics.rolling_window)
         self.counters = Counters()
-        m = settings.model
-        self.pacer = StepPacer(m.step_size, m.max_step_size, m.learn_budget, time.monotonic())
-        self.metrics.step_size.set(self.pacer.value)
-        self.offsets: dict[TopicPartition, int] = {}     # next offset to process
+        self.accounting = LearnAccounting(settings, self.metrics, self.counters)
+        # The same objects, named here for the checkpoint and the benchmarks.
+        self.accuracy, self.loss = self.accounting.accuracy, self.accounting.loss
         self.lineage = Lineage()                         # offsets this model processed
         self.store = CheckpointStore(settings.checkpoint.dir, settings.checkpoint.keep)
-        self.save_failures = SaveFailures(self.health, self.metrics.checkpoint_failures,
-                                          settings.checkpoint.dir)
-        # Restored from an older checkpoint because a newer one was unreadable: the group's
-        # committed offset may be the lost checkpoint's, so it must not move us forward.
-        self._replay_from_checkpoint: set[TopicPartition] = set()
-        self.consumer: KafkaConsumer | None = None
-        self.producer: ReliableProducer | None = None
+        self.positions = ConsumerSide(settings, self.metrics)
+        self.sink = OutputSink(settings, self.metrics, self.counters)
+        self.checkpoints = CheckpointCoordinator(
+            settings, self.metrics, self.health, self.store, self.sink, self.positions,
+            drain=lambda: self._handle(self.learner.drain()), snapshot=self.state_dict)
         self.server: MetricsServer | None = None
         self.stopping = False
-        self.last_checkpoint_path: str | None = None
-        self.last_checkpoint_time = time.time()
-        self._since_checkpoint = 0
-        self._unverified: set[TopicPartition] = set()   # assigned, committed offset not checked
-        self._rebalanced = False
-        self.lag_total = 0
         self._next_housekeeping = 0.0
-        self._skipped_steps = 0
-        self.forgetting = 0.0       # last reported by the learner's probes
-        self.drift: DriftReport | None = None   # last reported by the learner
         self.metrics.build_info.info({"version": __version__})
         self.metrics.model_info.info({"strategy": settings.strategy.name,
                                       "device": self.learner.info.device})
@@ -151,6 +111,40 @@ class Daemon:
             self.metrics.declare_worker(lambda: worker.pid)
         if self.learner.info.device.startswith("cuda"):
             self.metrics.declare_gpu()
+
+    # -- what tests, tools and the demo read ------------------------------------------------
+    @property
+    def consumer(self) -> KafkaConsumer | None:
+        return self.positions.consumer
+
+    @property
+    def offsets(self) -> dict[TopicPartition, int]:
+        """Next offset to process per partition."""
+        return self.positions.offsets
+
+    @property
+    def forgetting(self) -> float:
+        return self.accounting.forgetting
+
+    @property
+    def drift(self) -> DriftReport | None:
+        return self.accounting.drift
+
+    @property
+    def lag_total(self) -> int:
+        return self.positions.lag_total
+
+    @property
+    def last_checkpoint_path(self) -> str | None:
+        return self.checkpoints.last_checkpoint_path
+
+    @property
+    def save_failures(self) -> SaveFailures:
+        return self.checkpoints.save_failures
+
+    def checkpoint(self, commit: CommitMode = "sync", flush_timeout_s: float = 5.0) -> bool:
+        """Drain → flush → checkpoint → commit; False (retried later) when incomplete."""
+        return self.checkpoints.checkpoint(commit, flush_timeout_s)
 
     # -- lifecycle ------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
@@ -187,12 +181,11 @@ class Daemon:
         if self.federation is not None:
             self.federation.load_state_dict(state.get("federation"))
         self.metrics.checkpoint_last_success.set(float(state.get("created", 0.0)))
-        self.offsets = {TopicPartition(t, p): o for t, parts in state["offsets"].items()
-                        for p, o in parts.items()}
-        if self.store.skipped:
-            self._replay_from_checkpoint = set(self.offsets)
+        self.positions.restored({TopicPartition(t, p): o for t, parts in state["offsets"].items()
+                                 for p, o in parts.items()}, fallback=bool(self.store.skipped))
         self._refresh_gauges()
-        log.info("resumed at %s after %d events", self._offsets_text(), self.counters.consumed)
+        log.info("resumed at %s after %d events", self.positions.offsets_text(),
+                 self.counters.consumed)
 
     def run(self) -> int:
         """Serve until asked to stop; returns the process exit code."""
@@ -212,7 +205,7 @@ class Daemon:
             while not self.stopping:
                 self._tick()
                 self._throttle_if_backlogged()
-                records = self._next_batch()
+                records = self.positions.next_batch(lambda: self.stopping)
                 if records:
                     self.process(records)
                 self._handle(self.learner.completed())
@@ -220,7 +213,7 @@ class Daemon:
                     self._federate(self.federation)
                 if time.monotonic() >= self._next_housekeeping:
                     self._housekeeping()
-                if self._checkpoint_due():
+                if self.checkpoints.due():
                     self.checkpoint(commit="sync")
             clean = True
         finally:
@@ -237,7 +230,8 @@ class Daemon:
         self.notifier.stopping()
         self.health.ready = False
         self.metrics.ready.set(0)
-        if final_checkpoint and self.consumer is not None and self._since_checkpoint:
+        if (final_checkpoint and self.consumer is not None
+                and self.checkpoints.since_checkpoint):
             self.checkpoint(commit="sync", flush_timeout_s=30.0)
         if self.consumer is not None:
             try:
@@ -245,10 +239,8 @@ class Daemon:
                 self.consumer.close(autocommit=False)
             except KafkaError as exc:
                 log.warning("consumer close: %s", exc)
-            self.consumer = None
-        if self.producer is not None:
-            self.producer.close()
-            self.producer = None
+            self.positions.consumer = None
+        self.sink.close()
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -267,16 +259,17 @@ class Daemon:
             self._tick()
             try:
                 t0 = time.monotonic()
-                if self.producer is None:
-                    self.producer = self._make_producer()
+                if self.sink.producer is None:
+                    self.sink.connect(topic_exists=self.positions.topic_exists)
                     log.info("producer connected in %.1fs", time.monotonic() - t0)
                 if self.stopping:       # a SIGTERM while connecting: no group join
                     break
                 if self.federation is not None and self.federation.consumer is None:
                     self.federation.connect()
-                self.consumer = make_consumer(self.settings)
-                self.consumer.subscribe([self.settings.kafka.topic],
-                                        listener=Listener(self._on_revoked, self._on_assigned))
+                consumer = make_consumer(self.settings)
+                self.positions.consumer = consumer
+                consumer.subscribe([self.settings.kafka.topic],
+                                   listener=Listener(self._on_revoked, self._on_assigned))
                 log.info("consuming %s as group %s from %s", self.settings.kafka.topic,
                          self.settings.kafka.group_id, self.settings.kafka.bootstrap_servers)
                 return True
@@ -290,49 +283,21 @@ class Daemon:
                 delay = min(delay * 2, 10.0)
         return False
 
-    def _make_producer(self) -> ReliableProducer:
-        s = self.settings
-        spill = UndeliverableLog(s.checkpoint.dir / "undeliverable.jsonl",
-                                 s.checkpoint.undeliverable_max_bytes)
-        return ReliableProducer(make_producer(s), spill, s.kafka.output_retry_seconds,
-                                on_spilled=self._spilled, topic_exists=self._topic_exists)
-
-    def _spilled(self, record: OutputRecord, reason: str) -> None:
-        self.metrics.output_failures.labels(record.topic, reason).inc()
-
-    def _topic_exists(self, topic: str) -> bool | None:
-        """Asks the broker (a metadata request); None when it cannot be asked."""
-        if self.consumer is None:
-            return None
-        try:
-            return topic in self.consumer.topics()
-        except KafkaError:
-            return None
-
     # -- rebalance callbacks (run inside poll) ----------------------------------------------
     def _on_revoked(self, revoked: set[TopicPartition], commit: bool) -> Any:
         """Checkpoint before the partitions go; returns the commit future to await."""
         log.info("partitions revoked: %s", sorted(revoked))
-        self._rebalanced = True
-        for tp in revoked:   # a stale lag would read as events waiting here (a false alert)
-            with contextlib.suppress(KeyError):   # no lag series yet: nothing consumed from it
-                self.metrics.consumer_lag.remove(str(tp.partition))
+        self.positions.revoked(revoked)
         if not revoked:
             return None
-        if self._since_checkpoint and not self.checkpoint(commit="none", flush_timeout_s=5.0):
+        if (self.checkpoints.since_checkpoint
+                and not self.checkpoint(commit="none", flush_timeout_s=5.0)):
             return None
-        return self._commit("async") if commit else None
+        return self.checkpoints.commit("async") if commit else None
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", sorted(assigned))
-        self._rebalanced = True
-        assert self.consumer is not None
-        for tp in assigned:
-            if tp in self.offsets:
-                self.consumer.seek(tp, self.offsets[tp])
-        # The committed offset can be ahead of our checkpoint when another replica owned
-        # the partition meanwhile; checked from the main loop, where blocking is allowed.
-        self._unverified |= assigned
+        self.positions.assigned(assigned)
         self.health.ready = True
         self.metrics.ready.set(1)
         if not self._notified_ready:   # READY=1 once: later rebalances are not start-ups
@@ -340,79 +305,16 @@ class Daemon:
             self.notifier.ready(f"consuming {self.settings.kafka.topic} as group "
                                 f"{self.settings.kafka.group_id}")
 
-    def _verify_assignment(self, records: list[Any]) -> list[Any]:
-        """Start each newly assigned partition at max(checkpoint, committed)."""
-        assert self.consumer is not None
-        skip: dict[TopicPartition, int] = {}
-        for tp in list(self._unverified):
-            try:
-                committed = self.consumer.committed(tp)
-            except KafkaError as exc:
-                log.warning("committed offset of %s unknown (%s); trusting checkpoint", tp, exc)
-                committed = None
-            self._unverified.discard(tp)
-            mine = self.offsets.get(tp)
-            if tp in self._replay_from_checkpoint:
-                self._replay_from_checkpoint.discard(tp)
-                if committed is not None and mine is not None and committed > mine:
-                    log.warning("%s: group committed %d, beyond the older checkpoint restored "
-                                "(%d) after a newer one was unreadable; replaying from %d: "
-                                "those events are learned again, none skipped",
-                                tp, committed, mine, mine)
-                continue
-            if committed is not None and mine is not None and committed > mine:
-                log.info("%s: group committed %d beyond this replica's checkpoint %d; "
-                         "another replica learned those events", tp, committed, mine)
-                self.consumer.seek(tp, committed)
-                self.offsets[tp] = committed
-                skip[tp] = committed
-        if not skip:
-            return records
-        return [r for r in records
-                if r.offset >= skip.get(TopicPartition(r.topic, r.partition), -1)]
-
     # -- the loop ---------------------------------------------------------------------------
-    def _next_batch(self) -> list[Any]:
-        """Up to batch.size records, or fewer once batch.max_wait_ms has passed."""
-        assert self.consumer is not None
-        size = self.settings.batch.size
-        deadline = time.monotonic() + self.settings.batch.max_wait_ms / 1000
-        out: list[Any] = []
-        while len(out) < size and not self.stopping:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0 and out:
-                break
-            try:
-                polled = self.consumer.poll(timeout_ms=max(remaining_ms, 0),
-                                            max_records=size - len(out))
-            except KafkaError as exc:
-                self.metrics.kafka_errors.labels("poll").inc()
-                log.warning("poll failed (%s); retrying", exc)
-                time.sleep(0.5)
-                break
-            if self._rebalanced:
-                # Assignment seeks every partition back to its last processed offset, so
-                # records polled before the rebalance will be fetched again (or belong to
-                # partitions now owned by another replica): drop them.
-                self._rebalanced = False
-                out = []
-            for recs in polled.values():
-                out.extend(recs)
-            if self._unverified:
-                out = self._verify_assignment(out)
-            if remaining_ms <= 0:
-                break
-        return out
-
     def process(self, records: list[Any]) -> None:
         """Prequential step for one micro-batch: reject, then hand it to the learner."""
         batch = self.decoder.decode([r.value for r in records])
-        self._dead_letter(records, batch)
+        self.sink.dead_letter(records, batch)
         labeled = np.fromiter((lab is not None for lab in batch.labels), bool, len(batch.labels))
         n_labeled = int(labeled.sum())
         if n_labeled:
-            step = self.pacer.update(backlogged=len(records) >= self.settings.batch.size,
-                                     now=time.monotonic())
+            step = self.accounting.pacer.update(
+                backlogged=len(records) >= self.settings.batch.size, now=time.monotonic())
             self.metrics.step_size.set(step)
             if n_labeled == labeled.size:
                 x, labels, ts, rows = batch.x, batch.labels, batch.ts, batch.index
@@ -434,11 +336,11 @@ class Daemon:
         for r in records:   # records of one partition are in offset order
             by_partition.setdefault((r.topic, r.partition), []).append(r.offset)
         for (topic, partition), offsets in by_partition.items():
-            self.offsets[TopicPartition(topic, partition)] = offsets[-1] + 1
+            self.positions.processed(topic, partition, offsets[-1])
             self.lineage.add_offsets(topic, partition, offsets)
         n = len(records)
         self.counters.consumed += n
-        self._since_checkpoint += n
+        self.checkpoints.consumed(n)
         self.metrics.events_consumed.inc(n)
         self.metrics.last_event_ts.set(time.time())
         self._refresh_gauges()
@@ -449,14 +351,14 @@ class Daemon:
             if isinstance(result, Learned):
                 ts, records, rows = ctx
                 if result.refused.size:
-                    self._dead_letter_refused(result, records, rows)
+                    self.sink.dead_letter_refused(result, records, rows)
                     ts = np.delete(ts, result.refused)
-                self._learned(result, ts)
+                self.accounting.learned(result, ts)
             elif isinstance(result, FedRound):
                 assert self.federation is not None
                 self.federation.finish_round(result.snapshot, result.report)
             elif isinstance(result, Predicted):
-                self._publish_predictions(result, *ctx)
+                self.sink.publish_predictions(result, self.learner.info.labels, *ctx)
                 if result.drift is not None:
                     self.metrics.drift.apply(result.drift)
         if results:
@@ -472,100 +374,26 @@ class Daemon:
         if federation.due(self.counters.learned):
             self.learner.submit_federate(federation.start_round(self.counters.learned), None)
 
-    def _learned(self, result: Learned, ts: np.ndarray) -> None:
-        n = int(result.y.shape[0])
-        self.accuracy.update(result.y, result.pred)
-        self.loss.update(result.loss, n)
-        self.metrics.loss.set(result.loss)
-        self.counters.learned += n
-        self.metrics.events_learned.inc(n)
-        self.metrics.update_duration.observe(result.seconds)
-        self.pacer.learned(result.seconds)
-        m = self.metrics
-        if result.held_out:
-            self.counters.held_out += result.held_out
-            m.events_held_out.inc(result.held_out)
-        self.forgetting = result.forgetting
-        m.forgetting.set(result.forgetting)
-        m.backward_transfer.set(result.backward_transfer)
-        for slot, acc in enumerate(result.probe_accuracy):
-            if acc == acc:   # NaN until the probe's first evaluation
-                m.probe_accuracy.labels(str(slot)).set(acc)
-        if result.drift is not None:
-            m.drift.apply(result.drift)
-            self.drift = result.drift
-        if result.skipped_steps > self._skipped_steps:
-            m.steps_skipped.inc(result.skipped_steps - self._skipped_steps)
-        self._skipped_steps = result.skipped_steps
-        ts = ts[~np.isnan(ts)]
-        if ts.size:
-            self.metrics.event_to_update.observe_many(np.maximum(result.finished_at - ts, 0.0))
-
-    def _publish_predictions(self, result: Predicted, ids: list[str],
-                             keys: list[bytes | None], sources: list[tuple[str, int, int]]
-                             ) -> None:
-        assert self.producer is not None
-        topic = self.settings.kafka.predictions_topic
-        messages = encode_predictions(ids, result.idx.tolist(), result.proba.tolist(),
-                                      self.learner.info.labels, self.counters.learned)
-        for key, value, source in zip(keys, messages, sources):
-            self.producer.send(OutputRecord(topic, value, key, None, source))
-        self.counters.predicted += len(ids)
-        self.metrics.predictions.inc(len(ids))
-
-    def _dead_letter(self, records: list[Any], batch: DecodedBatch) -> None:
-        for rej in batch.rejects:
-            self._reject(records[rej.index], rej.reason, rej.detail)
-
-    def _dead_letter_refused(self, result: Learned, records: list[Any],
-                             rows: np.ndarray) -> None:
-        detail = (f"the model knows model.max_classes={self.settings.model.max_classes} "
-                  f"classes; this label would add one more")
-        for pos in result.refused.tolist():
-            self._reject(records[int(rows[pos])], TOO_MANY_CLASSES, detail)
-
-    def _reject(self, rec: Any, reason: str, detail: str) -> None:
-        assert self.producer is not None
-        headers = [("reason", reason.encode()), ("detail", detail.encode()),
-                   ("source_topic", rec.topic.encode()),
-                   ("source_partition", str(rec.partition).encode()),
-                   ("source_offset", str(rec.offset).encode())]
-        value, key = dlq_copy(rec.value or b"", rec.key, headers)
-        self.producer.send(OutputRecord(self.settings.kafka.dlq_topic, value, key, headers,
-                                        (rec.topic, rec.partition, rec.offset)))
-        self.counters.rejected[reason] = self.counters.rejected.get(reason, 0) + 1
-        self.metrics.events_rejected.labels(reason).inc()
-        log.debug("rejected %s[%d]@%d: %s (%s)", rec.topic, rec.partition, rec.offset,
-                  reason, detail)
-
     def _throttle_if_backlogged(self) -> None:
-        """Pause fetching while the broker is not acknowledging our DLQ/prediction sends
-        (bounded in records and in bytes: ``kafka.max_pending_bytes``)."""
-        assert self.consumer is not None and self.producer is not None
-        pending_bytes = self.producer.pending_bytes
-        self.metrics.output_pending_bytes.set(pending_bytes)
-        if self._since_checkpoint >= self.settings.checkpoint.max_unsaved_events:
-            # Checkpoints fail (or lag): a crash now would replay all of these; take no more.
-            if not self.consumer.paused():
-                log.warning("%d events unsaved (checkpoint.max_unsaved_events): consumption "
-                            "paused until a checkpoint succeeds", self._since_checkpoint)
-            self.consumer.pause(*self.consumer.assignment())
+        """Pause fetching while events wait unsaved or the broker is not acknowledging
+        our DLQ/prediction sends; resume once neither holds."""
+        self.sink.report_pending()
+        if self.checkpoints.too_many_unsaved():
+            self.positions.pause_unsaved(self.checkpoints.since_checkpoint)
             return
-        if (self.producer.pending < MAX_PENDING_RECORDS
-                and pending_bytes < self.settings.kafka.max_pending_bytes):
-            if self.consumer.paused():
-                self.consumer.resume(*self.consumer.paused())
+        if self.sink.within_limits():
+            self.positions.resume()
             return
-        if not self.producer.flush(timeout_s=1.0):
-            self.consumer.pause(*self.consumer.assignment())
+        if not self.sink.flush(timeout_s=1.0):
+            self.positions.pause_all()
 
     def _housekeeping(self) -> None:
         """Once a second, also when idle: gauges, and positions past the log's end."""
         now = time.monotonic()
         self._next_housekeeping = now + 1.0
         self._refresh_gauges()
-        if self.producer is not None:
-            spill = self.producer.spill
+        if self.sink.producer is not None:
+            spill = self.sink.producer.spill
             self.health.block("undeliverable", f"{spill.path} is full "
                               f"(checkpoint.undeliverable_max_bytes): records wait, "
                               f"checkpoints stop" if spill.full else None)
@@ -575,49 +403,13 @@ class Daemon:
             self.notifier.status(f"{self.counters.learned} events learned, "
                                  f"{self.counters.rejected_total} rejected, lag {self.lag_total}, "
                                  f"rolling accuracy {self.accuracy.rolling_accuracy:.3f}")
-        assert self.consumer is not None
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            mine = self.offsets.get(tp)
-            if high is None or mine is None or mine <= high:
-                continue
-            # The log is shorter than what we already processed: the topic was deleted and
-            # recreated (or the broker lost its data). Kafka would answer OffsetOutOfRange;
-            # some brokers just return nothing, so follow auto_offset_reset ourselves.
-            log.warning("%s ends at %d, before our position %d: topic recreated or "
-                        "truncated; restarting from the %s", tp, high, mine,
-                        self.settings.kafka.auto_offset_reset)
-            if self.settings.kafka.auto_offset_reset == "earliest":
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek_to_end(tp)
-            del self.offsets[tp]
+        self.positions.restart_recreated()
 
     def _refresh_gauges(self) -> None:
-        m = self.metrics
-        m.prequential_accuracy.set(self.accuracy.accuracy)
-        m.rolling_accuracy.set(self.accuracy.rolling_accuracy)
-        m.model_classes.set(len(self.learner.info.labels))
-        m.replay_buffer_events.set(self.learner.info.buffer_events)
-        if m.gpu_allocated is not None and m.gpu_reserved is not None:
-            m.gpu_allocated.set(self.learner.info.gpu_memory_allocated_bytes)
-            m.gpu_reserved.set(self.learner.info.gpu_memory_reserved_bytes)
-        if self.consumer is not None:
-            lag = 0
-            for tp in self.consumer.assignment():
-                high = self.consumer.highwater(tp)
-                if high is not None and tp in self.offsets:
-                    lag += max(high - self.offsets[tp], 0)
-                    m.consumer_lag.labels(str(tp.partition)).set(max(high - self.offsets[tp], 0))
-            self.lag_total = lag
+        self.accounting.refresh_gauges(self.learner.info)
+        self.positions.refresh_lag()
 
-    # -- checkpoint + commit ------------------------------------------------------------------
-    def _checkpoint_due(self) -> bool:
-        c = self.settings.checkpoint
-        return self._since_checkpoint > 0 and self.save_failures.may_retry() and (
-            self._since_checkpoint >= min(c.every_events, c.max_unsaved_events)
-            or time.time() - self.last_checkpoint_time >= c.every_seconds)
-
+    # -- checkpoint state (the coordinator decides when; the facade knows the parts) ----------
     def state_dict(self) -> dict[str, Any]:
         offsets: dict[str, dict[int, int]] = {}
         for tp, off in self.offsets.items():
@@ -630,74 +422,3 @@ class Daemon:
         if self.federation is not None:     # peers' last versions: replays stay replays
             state["federation"] = self.federation.state_dict()
         return state
-
-    def checkpoint(self, commit: CommitMode = "sync", flush_timeout_s: float = 5.0) -> bool:
-        """Flush → checkpoint → commit. False (and retried later) if the flush is incomplete."""
-        assert self.producer is not None
-        t0 = time.perf_counter()
-        self._handle(self.learner.drain())
-        if not self.producer.flush(flush_timeout_s):
-            self.metrics.kafka_errors.labels("produce").inc()
-            log.warning("%d DLQ/prediction records not yet acknowledged; checkpoint deferred",
-                        self.producer.pending)
-            return False
-        try:
-            self.last_checkpoint_path = str(self.store.save(self.state_dict()))
-        except OSError as exc:        # disk full, read-only, EIO: retried, never a crash
-            self.save_failures.failed(exc, self._since_checkpoint)
-            self.metrics.ready.set(1 if self.health.is_ready() else 0)
-            return False
-        self.save_failures.succeeded()
-        self.last_checkpoint_time = time.time()
-        self._since_checkpoint = 0
-        if commit != "none":
-            self._commit(commit)
-        self.metrics.checkpoint_duration.observe(time.perf_counter() - t0)
-        self.metrics.checkpoint_last_success.set(self.last_checkpoint_time)
-        return True
-
-    def _commit(self, mode: CommitMode) -> Any:
-        """Commit the checkpoint's offsets of owned partitions ("sync" or "async")."""
-        if self.consumer is None or self._since_checkpoint:
-            # Offsets past the last checkpoint must never reach the group: a restart
-            # would start after events this replica's saved model has not learned.
-            return None
-        owned = self.consumer.assignment()
-        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self.offsets.items()
-                   if tp in owned}
-        if not offsets:
-            return None
-        try:
-            if mode == "async":
-                return self.consumer.commit_async(offsets)
-            self.consumer.commit(offsets)
-        except KafkaError as exc:
-            # The checkpoint already holds these offsets; the next commit catches up.
-            self.metrics.kafka_errors.labels("commit").inc()
-            log.warning("offset commit failed (%s); checkpoint remains authoritative", exc)
-        return None
-
-    def _offsets_text(self) -> str:
-        return ", ".join(f"{tp.topic}[{tp.partition}]={o}" for tp, o in sorted(self.offsets.items()))
-
-
-def dlq_copy(value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
-             ) -> tuple[bytes, bytes | None]:
-    """(value, key) cut so the whole record fits ``DLQ_MAX_RECORD_BYTES``; ``headers``
-    gain ``truncated_from_bytes`` (the value's size) and, for a key that alone would not
-    fit, ``truncated_key_from_bytes``.
-
-    >>> h = []
-    >>> v, k = dlq_copy(b"x" * 300_000, b"key", h)
-    >>> len(v) + len(k) + sum(len(a) + len(b) for a, b in h) <= DLQ_MAX_RECORD_BYTES, h[0]
-    (True, ('truncated_from_bytes', b'300000'))
-    """
-    budget = DLQ_MAX_RECORD_BYTES - sum(len(k) + len(v) for k, v in headers) - 64
-    if key is not None and len(key) > budget // 2:
-        headers.append(("truncated_key_from_bytes", str(len(key)).encode()))
-        key = key[: budget // 2]
-    budget -= len(key or b"")
-    if len(value) > budget:
-        headers.append(("truncated_from_bytes", str(len(value)).encode()))
-        value = value[:budget]
-    return value, key

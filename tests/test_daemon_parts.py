@@ -1,0 +1,149 @@
+"""The daemon's collaborators alone, without Kafka: pure logic with tiny fakes.
+
+End-to-end behaviour (real brokers) is covered by test_delivery, test_rebalance,
+test_checkpoint_failures and friends; these pin the rules each part owns.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from stream_learner.checkpoint import CheckpointStore
+from stream_learner.checkpoint_coordinator import CheckpointCoordinator
+from stream_learner.config import Settings
+from stream_learner.consumer_side import ConsumerSide
+from stream_learner.counters import Counters
+from stream_learner.metrics import Health, Metrics
+from stream_learner.output_sink import OutputSink
+
+TP = TopicPartition("events", 0)
+
+
+class FakeConsumer:
+    """What ConsumerSide and the coordinator call: committed, seek, assignment, commit."""
+
+    def __init__(self, committed: dict[TopicPartition, int]) -> None:
+        self._committed = committed
+        self.seeks: list[tuple[TopicPartition, int]] = []
+        self.commits: list[dict[TopicPartition, OffsetAndMetadata]] = []
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        return self._committed.get(tp)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        self.commits.append(offsets)
+
+
+class FakeProducer:
+    """The ReliableProducer surface the sink uses for a flush."""
+
+    def __init__(self, acknowledges: bool) -> None:
+        self.acknowledges = acknowledges
+        self.pending = 0 if acknowledges else 3
+
+    def flush(self, timeout_s: float) -> bool:
+        return self.acknowledges
+
+
+class Record:
+    def __init__(self, offset: int) -> None:
+        self.topic, self.partition, self.offset = TP.topic, TP.partition, offset
+
+
+def _positions(committed: int, mine: int) -> tuple[ConsumerSide, FakeConsumer]:
+    positions = ConsumerSide(Settings(), Metrics())
+    consumer = FakeConsumer({TP: committed})
+    positions.consumer = consumer  # type: ignore[assignment]
+    positions.offsets[TP] = mine
+    positions.unverified.add(TP)
+    return positions, consumer
+
+
+def test_a_commit_ahead_of_the_checkpoint_moves_us_forward() -> None:
+    """Another replica learned up to the commit: seek there, drop what came before."""
+    positions, consumer = _positions(committed=10, mine=4)
+    kept = positions.verify_assignment([Record(o) for o in range(4, 12)])
+    assert [r.offset for r in kept] == [10, 11]
+    assert consumer.seeks == [(TP, 10)] and positions.offsets[TP] == 10
+    assert not positions.unverified
+
+
+def test_after_a_fallback_the_commit_does_not_move_us_forward(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The commit may be the unreadable newer checkpoint's: replay, skip nothing."""
+    positions, consumer = _positions(committed=10, mine=4)
+    positions.restored({TP: 4}, fallback=True)
+    positions.unverified.add(TP)
+    with caplog.at_level(logging.WARNING):
+        kept = positions.verify_assignment([Record(o) for o in range(4, 12)])
+    assert [r.offset for r in kept] == list(range(4, 12))
+    assert consumer.seeks == [] and positions.offsets[TP] == 4
+    assert "none skipped" in caplog.text
+    assert not positions.replay_from_checkpoint    # only the first assignment replays
+
+
+def _coordinator(tmp_path: Path, acknowledges: bool, order: list[str]
+                 ) -> tuple[CheckpointCoordinator, FakeConsumer, CheckpointStore]:
+    settings = Settings(checkpoint={"dir": tmp_path})
+    metrics = Metrics()
+    sink = OutputSink(settings, metrics, Counters())
+    sink.producer = FakeProducer(acknowledges)  # type: ignore[assignment]
+    positions = ConsumerSide(settings, metrics)
+    consumer = FakeConsumer({})
+    positions.consumer = consumer  # type: ignore[assignment]
+    positions.offsets[TP] = 7
+    store = CheckpointStore(tmp_path, 3)
+
+    def snapshot() -> dict[str, Any]:
+        order.append("save")
+        return {"offsets": {TP.topic: {TP.partition: positions.offsets[TP]}}}
+
+    coordinator = CheckpointCoordinator(settings, metrics, Health(60.0), store, sink,
+                                        positions, drain=lambda: order.append("drain"),
+                                        snapshot=snapshot)
+    coordinator.consumed(5)
+    return coordinator, consumer, store
+
+
+def test_checkpoint_drains_flushes_saves_then_commits(tmp_path: Path) -> None:
+    order: list[str] = []
+    coordinator, consumer, store = _coordinator(tmp_path, acknowledges=True, order=order)
+    assert coordinator.checkpoint(commit="sync")
+    assert order == ["drain", "save"]
+    assert coordinator.since_checkpoint == 0 and coordinator.last_checkpoint_path
+    assert consumer.commits == [{TP: OffsetAndMetadata(7, "", -1)}]
+    loaded = store.load_latest()
+    assert loaded is not None and loaded["offsets"] == {TP.topic: {TP.partition: 7}}
+
+
+def test_an_unacknowledged_flush_defers_the_checkpoint_and_the_commit(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    order: list[str] = []
+    coordinator, consumer, store = _coordinator(tmp_path, acknowledges=False, order=order)
+    with caplog.at_level(logging.WARNING):
+        assert not coordinator.checkpoint(commit="sync")
+    assert order == ["drain"]                     # drained, never saved
+    assert "checkpoint deferred" in caplog.text
+    assert store.load_latest() is None and consumer.commits == []
+    assert coordinator.since_checkpoint == 5
+    # Unsaved events keep their offsets from the group, whatever asks for a commit.
+    assert coordinator.commit("sync") is None and consumer.commits == []
+
+
+def test_the_unsaved_limit_pauses(tmp_path: Path) -> None:
+    coordinator, _, _ = _coordinator(tmp_path, acknowledges=True, order=[])
+    assert not coordinator.too_many_unsaved()
+    coordinator.consumed(Settings().checkpoint.max_unsaved_events)
+    assert coordinator.too_many_unsaved()

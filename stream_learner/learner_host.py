@@ -12,6 +12,14 @@ prediction is made by the model that learned every batch submitted before it, an
 learned exactly what was submitted: the daemon's checkpoint order stays
 drain → flush → checkpoint → commit.
 
+Every request is one frozen dataclass (:class:`LearnRequest`, :class:`PredictRequest`,
+:class:`FederateRequest`, :class:`StateRequest`, :class:`LoadRequest`; the worker also
+reads :class:`StopRequest`), built with keywords and dispatched on its class; the worker
+answers each with an :class:`Answer` (the result and an :class:`InfoUpdate`), a
+:class:`Rejected` (not run: an unknown type; it keeps serving) or a :class:`Failed` (the
+learner raised; it exits).  Both hosts run the same :class:`_Core`, so they take the same
+requests and give the same results.
+
 >>> import numpy as np
 >>> from stream_learner.config import Settings
 >>> host = InlineLearner(Settings(model={"device": "cpu"}, probes={"per_class": 0}))
@@ -37,6 +45,7 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
@@ -56,6 +65,12 @@ MAX_IN_FLIGHT = 2   # one batch learning while the next is polled; more only add
 
 class LearnerError(RuntimeError):
     """The learner failed (in the worker: its exception text, or that the worker died)."""
+
+
+# -- results: what a request produced; the daemon reads these -----------------------------
+# Plain dataclasses, not msgspec: the pipe is multiprocessing's pickle, which carries the
+# numpy arrays as they are and the federation's torch tensors through torch's
+# shared-memory reducers; a schema codec would have to copy both.
 
 
 @dataclass(frozen=True)
@@ -90,8 +105,105 @@ class FedRound:
     report: MergeReport          # what merging the peers' models did
 
 
-Result = Union[Learned, Predicted, FedRound]
-InfoDelta = tuple[list[Label], int, int, int]   # new labels, buffer events, GPU bytes x2
+@dataclass(frozen=True)
+class State:
+    """The learner's state as ``torch.save`` bytes.
+
+    Bytes, not the tensors: a checkpoint must be a copy that later learning cannot change,
+    and tensors sent through the shared-memory reducers would alias the worker's storage
+    (and hold a file descriptor each until the daemon drops them).
+    """
+
+    blob: bytes
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A :class:`LoadRequest` was applied; the labels come back in the reply's info."""
+
+
+Result = Union[Learned, Predicted, FedRound]       # what submit_* produce, in order
+CallResult = Union[State, Loaded]                   # what the synchronous calls produce
+
+
+# -- requests: one class per thing the learner can be asked ------------------------------
+@dataclass(frozen=True)
+class LearnRequest:
+    x: np.ndarray
+    labels: list[Label]
+    step_size: int | None = None     # None: keep the learner's current step size
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    x: np.ndarray
+
+
+@dataclass(frozen=True)
+class FederateRequest:
+    peers: list[PeerModel]
+
+
+@dataclass(frozen=True)
+class StateRequest:
+    """Ask for :class:`State`; only between batches (the host checks it is drained)."""
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    blob: bytes                      # ``torch.save`` bytes, as :class:`State` carries them
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """Tell the worker to exit; it sends no reply (the daemon is closing the pipe)."""
+
+
+Request = Union[LearnRequest, PredictRequest, FederateRequest, StateRequest, LoadRequest]
+
+
+# -- replies: what the worker writes back, one per request -------------------------------
+@dataclass(frozen=True)
+class InfoUpdate:
+    """What changed in :class:`LearnerInfo`; sent with every answer so it is never stale."""
+
+    new_labels: list[Label]          # labels added since the last reply (usually none)
+    buffer_events: int
+    gpu_memory_allocated_bytes: int = 0
+    gpu_memory_reserved_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The worker's first message: warmed up, learner built, serving."""
+
+    device: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A request ran: its result, and the info update taken right after it."""
+
+    result: Result | CallResult
+    info: InfoUpdate
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The request was not run (unknown type, unreadable bytes); the worker keeps serving."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The learner raised; the worker exits after this (its state may be half-updated)."""
+
+    error: str
+    traceback: str
+
+
+Reply = Union[Ready, Answer, Rejected, Failed]
 
 
 @dataclass
@@ -104,6 +216,38 @@ class LearnerInfo:
     gpu_memory_allocated_bytes: int = 0   # torch's CUDA allocator; 0 on the CPU
     gpu_memory_reserved_bytes: int = 0
 
+    def apply(self, update: InfoUpdate) -> None:
+        self.labels.extend(update.new_labels)
+        self.buffer_events = update.buffer_events
+        self.gpu_memory_allocated_bytes = update.gpu_memory_allocated_bytes
+        self.gpu_memory_reserved_bytes = update.gpu_memory_reserved_bytes
+
+
+class RequestRejected(LearnerError):
+    """The learner did not run the request (nothing changed); it keeps serving."""
+
+
+class UnknownRequest(RequestRejected):
+    """A message that is not one of the :data:`Request` classes."""
+
+    def __init__(self, request: object) -> None:
+        super().__init__(f"unknown learner request {type(request).__qualname__}: "
+                         f"expected one of {', '.join(t.__name__ for t in REQUESTS)}")
+
+
+REQUESTS: tuple[type, ...] = Request.__args__   # type: ignore[attr-defined]
+
+
+def _check_queueable(request: object) -> None:
+    """State and load are synchronous: a checkpoint is taken from a drained learner.
+
+    Raised here, before anything runs, so the in-process host cannot load a state it
+    would then refuse to queue.  Any other type is queued and answered in order: an
+    unknown one by the learner's own :class:`UnknownRequest`, as both hosts do it.
+    """
+    if isinstance(request, (StateRequest, LoadRequest)):
+        raise TypeError(f"{type(request).__name__} goes through call(), not submit()")
+
 
 class _Core:
     """Runs requests against a :class:`Learner`; shared by both hosts."""
@@ -114,62 +258,77 @@ class _Core:
         self.learner = Learner(settings)
         self._labels_sent = 0
 
-    def handle(self, request: tuple[Any, ...]) -> tuple[Any, ...]:
-        kind = request[0]
-        lrn = self.learner
-        if kind == "learn":
-            t0 = time.perf_counter()
-            x_np = request[1]
-            y, refused = lrn.admit_labels(request[2])
-            if refused.size:
-                x_np = np.delete(x_np, refused, axis=0)
-            if request[3] is not None:
-                lrn.step_size = request[3]
-            if y.numel():
-                keep, pred, stats = lrn.observe(lrn.to_tensor(x_np), y)
-            else:     # every event of the batch was refused
-                keep = pred = y
-                stats = UpdateStats(0.0, 0)
-            held_out = int(y.shape[0] - int(keep.sum()))
-            if held_out:
-                y = y[keep]
-            probes = lrn.probes
-            result: Any = Learned(y.cpu().numpy(), pred.cpu().numpy(), stats.loss, stats.steps,
-                                  time.perf_counter() - t0, time.time(), held_out,
-                                  probes.forgetting, probes.backward_transfer,
-                                  probes.accuracies(), lrn.skipped_steps, lrn.drift.report(),
-                                  refused)
-        elif kind == "predict":
-            x = lrn.to_tensor(request[1])
-            idx, proba = lrn.predict_indices(x)
-            result = Predicted(idx.cpu().numpy(), proba.cpu().numpy(),
-                               lrn.drift.report() if lrn.drift.observe_inputs(x) else None)
-        elif kind == "federate":
-            # Snapshot first: what we publish is our own learning, not the peers' echo.
-            fed = lrn.federated
-            result = FedRound(fed.snapshot(), fed.merge(request[1]))
-        elif kind == "state":
-            buf = io.BytesIO()
-            torch.save(lrn.state_dict(), buf)
-            return ("state", buf.getvalue())
-        elif kind == "load":
-            lrn.load_state_dict(torch.load(io.BytesIO(request[1]), weights_only=True))
-            self._labels_sent = 0
-            result = None
-        else:
-            raise ValueError(f"unknown learner request {kind!r}")
-        return ("ok", result, self._info_delta())
+    def handle(self, request: Request) -> Answer:
+        """Run one request; :class:`UnknownRequest` (before anything ran) for any other type.
 
-    def _info_delta(self) -> InfoDelta:
+        A ``match`` on the class: a field is read by name, so a request built with a field
+        missing fails where it is built, not as an IndexError in the other process.
+        """
+        match request:
+            case LearnRequest():
+                result: Result | CallResult = self._learn(request)
+            case PredictRequest(x=x_np):
+                lrn = self.learner
+                x = lrn.to_tensor(x_np)
+                idx, proba = lrn.predict_indices(x)
+                result = Predicted(idx=idx.cpu().numpy(), proba=proba.cpu().numpy(),
+                                   drift=lrn.drift.report() if lrn.drift.observe_inputs(x)
+                                   else None)
+            case FederateRequest(peers=peers):
+                # Snapshot first: what we publish is our own learning, not the peers' echo.
+                fed = self.learner.federated
+                snapshot = fed.snapshot()
+                result = FedRound(snapshot=snapshot, report=fed.merge(peers))
+            case StateRequest():
+                buf = io.BytesIO()
+                torch.save(self.learner.state_dict(), buf)
+                result = State(blob=buf.getvalue())
+            case LoadRequest(blob=blob):
+                self.learner.load_state_dict(torch.load(io.BytesIO(blob), weights_only=True))
+                self._labels_sent = 0      # the reply carries every label of the new state
+                result = Loaded()
+            case _:
+                raise UnknownRequest(request)
+        return Answer(result=result, info=self.info_update())
+
+    def _learn(self, request: LearnRequest) -> Learned:
+        t0 = time.perf_counter()
+        lrn = self.learner
+        x_np = request.x
+        y, refused = lrn.admit_labels(request.labels)
+        if refused.size:
+            x_np = np.delete(x_np, refused, axis=0)
+        if request.step_size is not None:
+            lrn.step_size = request.step_size
+        if y.numel():
+            keep, pred, stats = lrn.observe(lrn.to_tensor(x_np), y)
+        else:     # every event of the batch was refused
+            keep = pred = y
+            stats = UpdateStats(0.0, 0)
+        held_out = int(y.shape[0] - int(keep.sum()))
+        if held_out:
+            y = y[keep]
+        probes = lrn.probes
+        return Learned(y=y.cpu().numpy(), pred=pred.cpu().numpy(), loss=stats.loss,
+                       steps=stats.steps, seconds=time.perf_counter() - t0,
+                       finished_at=time.time(), held_out=held_out,
+                       forgetting=probes.forgetting,
+                       backward_transfer=probes.backward_transfer,
+                       probe_accuracy=probes.accuracies(), skipped_steps=lrn.skipped_steps,
+                       drift=lrn.drift.report(), refused=refused)
+
+    def info_update(self) -> InfoUpdate:
         """Labels added since the last reply (usually none), replay buffer size, GPU memory."""
         labels = self.learner.labels.labels
         new = list(labels[self._labels_sent:])
         self._labels_sent = len(labels)
-        gpu = (0, 0)
+        allocated = reserved = 0
         if self.learner.device.type == "cuda":   # two counter reads, no device sync
-            gpu = (torch.cuda.memory_allocated(self.learner.device),
-                   torch.cuda.memory_reserved(self.learner.device))
-        return new, self.learner.strategy.memory_events(), *gpu
+            allocated = torch.cuda.memory_allocated(self.learner.device)
+            reserved = torch.cuda.memory_reserved(self.learner.device)
+        return InfoUpdate(new_labels=new, buffer_events=self.learner.strategy.memory_events(),
+                          gpu_memory_allocated_bytes=allocated,
+                          gpu_memory_reserved_bytes=reserved)
 
 
 class LearnerHost(Protocol):
@@ -187,6 +346,10 @@ class LearnerHost(Protocol):
 
     def submit_federate(self, peers: list[PeerModel], ctx: Any) -> None: ...
 
+    def submit(self, request: Request, ctx: Any) -> None: ...
+
+    def call(self, request: Request) -> Result | CallResult: ...
+
     def completed(self, wait: bool = False) -> list[tuple[Any, Result]]: ...
 
     def drain(self) -> list[tuple[Any, Result]]: ...
@@ -196,12 +359,6 @@ class LearnerHost(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
-
-
-def _apply_info(info: LearnerInfo, delta: InfoDelta) -> None:
-    new, info.buffer_events = delta[0], delta[1]
-    info.gpu_memory_allocated_bytes, info.gpu_memory_reserved_bytes = delta[2], delta[3]
-    info.labels.extend(new)
 
 
 class InlineLearner:
@@ -216,20 +373,33 @@ class InlineLearner:
     def in_flight(self) -> int:
         return 0
 
-    def _run(self, request: tuple[Any, ...], ctx: Any) -> None:
-        _, result, delta = self._core.handle(request)
-        _apply_info(self.info, delta)
+    def _answer(self, request: Request) -> Result | CallResult:
+        answer = self._core.handle(request)
+        if isinstance(request, LoadRequest):
+            self.info.labels = []          # the update lists every label of the new state
+        self.info.apply(answer.info)
+        return answer.result
+
+    def submit(self, request: Request, ctx: Any) -> None:
+        """Run a queued request now; its result waits for :meth:`completed`, as in the worker."""
+        _check_queueable(request)
+        result = self._answer(request)
+        assert not isinstance(result, (State, Loaded))   # _check_queueable keeps them out
         self._done.append((ctx, result))
+
+    def call(self, request: Request) -> Result | CallResult:
+        """Run one request and return its result (the worker host needs it drained first)."""
+        return self._answer(request)
 
     def submit_learn(self, x: np.ndarray, labels: Sequence[Label], ctx: Any,
                      step_size: int | None = None) -> None:
-        self._run(("learn", x, labels, step_size), ctx)
+        self.submit(LearnRequest(x=x, labels=list(labels), step_size=step_size), ctx)
 
     def submit_predict(self, x: np.ndarray, ctx: Any) -> None:
-        self._run(("predict", x), ctx)
+        self.submit(PredictRequest(x=x), ctx)
 
     def submit_federate(self, peers: list[PeerModel], ctx: Any) -> None:
-        self._run(("federate", peers), ctx)
+        self.submit(FederateRequest(peers=peers), ctx)
 
     def completed(self, wait: bool = False) -> list[tuple[Any, Result]]:
         done, self._done = self._done, []
@@ -239,13 +409,15 @@ class InlineLearner:
         return self.completed()
 
     def state_dict(self) -> dict[str, Any]:
+        # In-process: the learner's own state_dict, without the torch.save round trip the
+        # worker needs to get it across the pipe.
         return self._core.learner.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._core.learner.load_state_dict(state)
         self._core._labels_sent = 0
         self.info.labels = []
-        _apply_info(self.info, self._core._info_delta())
+        self.info.apply(self._core.info_update())
 
     def close(self) -> None:
         pass
@@ -279,18 +451,32 @@ def _worker_main(conn: Connection, settings: Settings) -> None:
         core = _Core(settings)
         gc.collect()
         gc.freeze()   # torch's ~1M long-lived objects out of every full collection
-        conn.send(("ready", str(core.learner.device)))
+        conn.send(Ready(device=str(core.learner.device)))
         while True:
             try:
-                request = conn.recv()
+                data = conn.recv_bytes()
             except (EOFError, OSError):   # the daemon died (EOF or reset): nothing to serve
                 return
-            if request[0] == "stop":
+            # Reading and unpickling apart (what conn.recv() does in one): a message we
+            # cannot unpickle (a class this process cannot import) is the sender's
+            # mistake, answered like an unknown type, not a pipe that went away.
+            try:
+                request = ForkingPickler.loads(data)
+            except Exception as exc:  # noqa: BLE001 - any unpickling failure is reported
+                conn.send(Rejected(error=f"unreadable learner request: "
+                                         f"{type(exc).__name__}: {exc}"))
+                continue
+            if isinstance(request, StopRequest):
                 return
             try:
                 conn.send(core.handle(request))
+            except UnknownRequest as exc:   # nothing ran: the learner is intact, keep serving
+                conn.send(Rejected(error=str(exc)))
             except Exception as exc:  # noqa: BLE001 - reported to the daemon, which stops
-                conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+                # The learner may be half-way through an update: stop rather than serve
+                # results from a state no checkpoint describes.
+                conn.send(Failed(error=f"{type(exc).__name__}: {exc}",
+                                 traceback=traceback.format_exc()))
                 return
     except (OSError, EOFError, KeyboardInterrupt):   # the daemon went away mid-reply
         return
@@ -319,19 +505,23 @@ class WorkerLearner:
         child.close()
         self._pending: deque[Any] = deque()          # ctx of each request, in order
         self._ready: list[tuple[Any, Result]] = []   # read while waiting for room
-        self._replies: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        # None: the pipe closed (the worker is gone); the reader's last item.
+        self._replies: queue.SimpleQueue[Reply | None] = queue.SimpleQueue()
         if not self._conn.poll(start_timeout_s):
             self.close()
             raise LearnerError(f"learner worker did not start in {start_timeout_s:.0f}s")
         try:
-            reply = self._conn.recv()
+            hello = self._conn.recv()
         except (EOFError, OSError) as exc:
             self.close()
             raise LearnerError(f"learner worker exited (code {self._proc.exitcode})") from exc
+        if not isinstance(hello, Ready):
+            self.close()
+            raise LearnerError(f"learner worker sent {type(hello).__name__} before Ready")
         self._reader = threading.Thread(target=self._read_replies, name="learner-replies",
                                         daemon=True)
         self._reader.start()
-        self.info = LearnerInfo(device=reply[1])
+        self.info = LearnerInfo(device=hello.device)
         log.info("learner worker pid %d on %s", self._proc.pid, self.info.device)
 
     @property
@@ -350,49 +540,78 @@ class WorkerLearner:
         except (EOFError, OSError):
             self._replies.put(None)
 
-    def _recv(self, block: bool = True) -> tuple[Any, ...] | None:
-        """The next reply; None when ``block`` is False and none has arrived."""
+    def _exited(self) -> LearnerError:
+        return LearnerError(f"learner worker exited (code {self._proc.exitcode})")
+
+    def _answer(self, block: bool = True) -> Answer | None:
+        """The next answer; None when ``block`` is False and none has arrived.
+
+        Raises :class:`RequestRejected` for a request the worker did not run (it still
+        serves), :class:`LearnerError` when the learner failed or the worker is gone.
+        """
         try:
             reply = self._replies.get(block=block)
         except queue.Empty:
             return None
-        if reply is None:
-            self._replies.put(None)          # every later call sees it too
-            self._proc.join(5.0)
-            raise LearnerError(f"learner worker exited (code {self._proc.exitcode})")
-        if reply[0] == "error":
-            log.error("learner worker failed:\n%s", reply[2])
-            raise LearnerError(f"learner failed: {reply[1]}")
-        return reply
+        match reply:
+            case Answer():
+                return reply
+            case Rejected(error=error):
+                raise RequestRejected(error)
+            case Failed(error=error, traceback=tb):
+                log.error("learner worker failed:\n%s", tb)
+                raise LearnerError(f"learner failed: {error}")
+            case None:
+                self._replies.put(None)          # every later call sees it too
+                self._proc.join(5.0)
+                raise self._exited()
+            case _:
+                raise LearnerError(f"learner worker sent an unknown reply "
+                                   f"{type(reply).__name__}")
 
-    def _send(self, request: tuple[Any, ...], ctx: Any) -> None:
-        if len(self._pending) >= MAX_IN_FLIGHT:
-            self._ready = self.completed(wait=True)   # includes what _ready held
+    def _write(self, request: Request | StopRequest) -> None:
         try:
             self._conn.send(request)
         except (BrokenPipeError, OSError) as exc:
-            raise LearnerError(f"learner worker exited (code {self._proc.exitcode})") from exc
+            raise self._exited() from exc
+
+    def submit(self, request: Request, ctx: Any) -> None:
+        """Queue a request; its result comes back from :meth:`completed` with ``ctx``."""
+        _check_queueable(request)
+        if len(self._pending) >= MAX_IN_FLIGHT:
+            self._ready = self.completed(wait=True)   # includes what _ready held
+        self._write(request)
         self._pending.append(ctx)
 
     def submit_learn(self, x: np.ndarray, labels: Sequence[Label], ctx: Any,
                      step_size: int | None = None) -> None:
-        self._send(("learn", x, list(labels), step_size), ctx)
+        self.submit(LearnRequest(x=x, labels=list(labels), step_size=step_size), ctx)
 
     def submit_predict(self, x: np.ndarray, ctx: Any) -> None:
-        self._send(("predict", x), ctx)
+        self.submit(PredictRequest(x=x), ctx)
 
     def submit_federate(self, peers: list[PeerModel], ctx: Any) -> None:
-        self._send(("federate", peers), ctx)
+        self.submit(FederateRequest(peers=peers), ctx)
 
     def completed(self, wait: bool = False) -> list[tuple[Any, Result]]:
         """Results ready now; with ``wait``, at least one if anything is in flight."""
         done, self._ready = self._ready, []
         while self._pending:
-            reply = self._recv(block=wait and not done)
-            if reply is None:
+            try:
+                answer = self._answer(block=wait and not done)
+            except RequestRejected:
+                # That request produced nothing: drop its ctx so the next answers still
+                # pair with theirs, and keep what was read for the next call.
+                self._pending.popleft()
+                self._ready = done
+                raise
+            if answer is None:
                 break
-            _, result, delta = reply
-            _apply_info(self.info, delta)
+            self.info.apply(answer.info)
+            result = answer.result
+            if isinstance(result, (State, Loaded)):   # _check_queueable keeps these out
+                raise LearnerError(f"learner worker answered {type(result).__name__} "
+                                   f"to a queued request")
             done.append((self._pending.popleft(), result))
         return done
 
@@ -402,32 +621,37 @@ class WorkerLearner:
             done += self.completed(wait=True)
         return done
 
-    def _call(self, request: tuple[Any, ...]) -> tuple[Any, ...]:
+    def call(self, request: Request) -> Result | CallResult:
+        """Send one request and wait for its result; the worker must be drained first."""
         if self._pending:
             raise RuntimeError("drain() the learner before state_dict/load_state_dict")
-        try:
-            self._conn.send(request)
-        except (BrokenPipeError, OSError) as exc:
-            raise LearnerError(f"learner worker exited (code {self._proc.exitcode})") from exc
-        reply = self._recv()
-        assert reply is not None
-        return reply
+        self._write(request)
+        answer = self._answer()
+        assert answer is not None                  # a blocking read returns or raises
+        if isinstance(request, LoadRequest):
+            self.info.labels = []          # the update lists every label of the new state
+        self.info.apply(answer.info)
+        return answer.result
 
     def state_dict(self) -> dict[str, Any]:
-        blob = self._call(("state",))[1]
-        return torch.load(io.BytesIO(blob), weights_only=True)
+        state = self.call(StateRequest())
+        if not isinstance(state, State):
+            raise LearnerError(f"learner worker answered {type(state).__name__} to "
+                               f"StateRequest")
+        return torch.load(io.BytesIO(state.blob), weights_only=True)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         buf = io.BytesIO()
         torch.save(state, buf)
-        _, _, delta = self._call(("load", buf.getvalue()))
-        self.info.labels = []
-        _apply_info(self.info, delta)
+        loaded = self.call(LoadRequest(blob=buf.getvalue()))
+        if not isinstance(loaded, Loaded):
+            raise LearnerError(f"learner worker answered {type(loaded).__name__} to "
+                               f"LoadRequest")
 
     def close(self) -> None:
         if self._proc.is_alive():
             try:
-                self._conn.send(("stop",))
+                self._conn.send(StopRequest())
             except (BrokenPipeError, OSError):
                 pass
             self._proc.join(10.0)

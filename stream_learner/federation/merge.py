@@ -188,7 +188,7 @@ class Federated:
 
     def _corrupt(self, state: dict[str, torch.Tensor]) -> None:
         """``federation.attack``: what a malicious peer would publish (benchmarks only)."""
-        anchor = getattr(self.learner, "_anchor", None) or {}
+        anchor = self.learner.proximal_anchor() or {}
         gen = torch.Generator().manual_seed(self._seen_at_snapshot)
         for name, value in state.items():
             if not name.startswith(PARAM_PREFIXES):

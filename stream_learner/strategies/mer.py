@@ -62,7 +62,7 @@ from typing import Any, Sequence
 import torch
 
 from ..config import Settings
-from ..finite import gradients, step_is_finite
+from ..finite import finite_grad_norm, gradients, step_is_finite
 from .base import Batch, Plugin, Step, Trainable
 
 MINI_BATCHES = 4
@@ -184,11 +184,9 @@ class MER:
         with torch.no_grad():
             live = [p for p in params if p.grad is not None]
             grads = [p.grad for p in live]
-            # One norm serves the finite check (a NaN/inf anywhere makes it non-finite)
-            # and the clip: one host sync per step.
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) \
-                if grads else torch.zeros((), device=loss.device)
-            if not bool(torch.isfinite(loss.detach() + norm)):
+            # One norm serves the shared finite check and the clip: one host sync per step.
+            norm = finite_grad_norm(loss, grads)
+            if norm is None:
                 learner.note_skipped_step()
                 for p in params:
                     p.grad = None

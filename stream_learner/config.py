@@ -94,8 +94,7 @@ class ModelSettings(_Section):
     lr: float = Field(1e-2, gt=0, description="Learning rate.")
     step_size: int = Field(8, ge=1, description="The fewest new events per gradient step, "
                            "used while the stream leaves the learner idle: spare compute "
-                           "becomes more steps, worth 1-27 accuracy points on drifting "
-                           "streams (bench drift). See learn_budget.")
+                           "becomes more, smaller steps. See learn_budget.")
     max_step_size: int = Field(256, ge=1, description="The most new events per gradient step: "
                                "under backlog (full micro-batches) or over learn_budget the "
                                "step size doubles up to this, so the learner catches up at "
@@ -359,10 +358,6 @@ class FederationSettings(_Section):
     max_samples: int = Field(1_000_000, ge=1, description="A peer's claimed sample count is "
                              "capped at this when weighting (fedavg): no peer outweighs the "
                              "rest by claiming more.")
-    attack: Literal["none", "sign_flip", "noise"] = Field(
-        "none", description="For benchmarks and chaos tests only: publish a corrupted model "
-        "(sign_flip: the last aggregate minus 10x our update from it; noise: our weights plus "
-        "N(0, 10^2)), to show what robust aggregation withstands.")
 
     @property
     def enabled(self) -> bool:

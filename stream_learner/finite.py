@@ -26,7 +26,16 @@ def gradients(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
 
 def step_is_finite(loss: torch.Tensor, grads: Sequence[torch.Tensor]) -> bool:
     """The loss (summed, if not a scalar) and every gradient are finite."""
+    return finite_grad_norm(loss, grads) is not None
+
+
+def finite_grad_norm(loss: torch.Tensor, grads: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The gradients' global L2 norm (a device tensor) if the step is finite, else None.
+
+    The same check as :func:`step_is_finite` (one host sync), for a path that also clips
+    by the norm (MER's inner steps).
+    """
     total = loss.detach().sum()
-    if grads:
-        total = total + torch.stack(torch._foreach_norm(list(grads))).sum()
-    return bool(torch.isfinite(total))
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(grads)))) \
+        if grads else torch.zeros((), device=total.device)
+    return norm if bool(torch.isfinite(total + norm)) else None

@@ -234,8 +234,7 @@ class Learner:
 
     def consolidate(self, reason: str = "manual") -> bool:
         """A task boundary (e.g. a drift): strategies that care freeze what they know."""
-        hook = getattr(self.strategy, "consolidate", None)
-        return bool(hook(reason)) if hook is not None else False
+        return bool(self.strategy.consolidate(reason))
 
     # -- callback for strategies ----------------------------------------------------
     def step(self, x: torch.Tensor, y: torch.Tensor, n_new: int | None = None,
@@ -281,6 +280,14 @@ class Learner:
         self._mu = float(mu)
 
     @torch.no_grad()
+    def proximal_anchor(self) -> dict[str, torch.Tensor] | None:
+        """The federated proximal anchor, or None (read by the federation merge)."""
+        return self._anchor
+
+    def note_skipped_step(self) -> None:
+        """A step the finiteness guard dropped (strategies with their own step loop)."""
+        self.skipped_steps += 1
+
     def _pull_toward_anchor(self) -> None:
         """Add the gradient of ``mu / 2 * ||w - anchor||^2`` to the task gradient.
 
@@ -361,7 +368,7 @@ class Learner:
 
 
 def _consolidation_count(strategy: Any) -> int:
-    return sum(getattr(strategy, "consolidations", {}).values())
+    return sum(strategy.consolidations.values())
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -16,8 +16,9 @@ import pytest
 import torch
 from river import metrics, utils
 
+from oracles import RiverPrequentialAccuracy
 from stream_learner import evaluation
-from stream_learner.evaluation import PrequentialAccuracy, RiverPrequentialAccuracy, RollingMean
+from stream_learner.evaluation import PrequentialAccuracy, RollingMean
 
 TOL = 1e-12
 WINDOWS = [1, 7, 1000]

@@ -247,16 +247,31 @@ def _nan_outputs(model: torch.nn.Module) -> Iterator[None]:
         handle.remove()
 
 
-def test_a_non_finite_step_is_skipped_and_counted(name):
+def test_a_non_finite_step_is_skipped_and_counted(name, monkeypatch):
     learner = Learner(_settings(name))
     data = list(_batches(6, 4))
     for x, y in data[:2]:
         learner.learn(x, y)
     before = [p.detach().clone() for p in learner.model.parameters()]
     skipped = learner.skipped_steps
+    # Every path decides through the one shared guard (stream_learner.finite).
+    import stream_learner.finite as finite
+    import stream_learner.strategies.mer as mer
+    verdicts: list[bool] = []
+    real = finite.finite_grad_norm
+
+    def spy(loss, grads):
+        norm = real(loss, grads)
+        verdicts.append(norm is not None)
+        return norm
+
+    monkeypatch.setattr(finite, "finite_grad_norm", spy)
+    monkeypatch.setattr(mer, "finite_grad_norm", spy)
     with _nan_outputs(learner.model):
         poisoned = learner.learn(*data[2])
     assert learner.skipped_steps > 0
+    assert verdicts.count(False) >= learner.skipped_steps - skipped, \
+        "a step was skipped without the shared finiteness guard"
     # Every step of the batch was skipped and counted (meta-updates count inner steps).
     assert learner.skipped_steps - skipped >= poisoned.steps > 0
     for a, p in zip(before, learner.model.parameters()):

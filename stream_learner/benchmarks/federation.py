@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from .attacker import ATTACKS as ATTACKER_ATTACKS, ENV as ATTACKER_ENV
 from .common import apply_options, machine_info, progress, write_and_report
 
 DEFAULT_OUT = Path("bench-results/federation.json")
@@ -197,10 +198,13 @@ def run_sites(bs: str, stream: Stream, work: Path, name: str, *, aggregator: str
                     "STREAM_LEARNER_FEDERATION__EVERY_EVENTS": str(cfg.every_events),
                     "STREAM_LEARNER_FEDERATION__EVERY_SECONDS": str(cfg.every_seconds),
                     "STREAM_LEARNER_FEDERATION__MAX_DISTANCE": "1e12"})
-                if k == 0 and attack in ("sign_flip", "noise"):
-                    env_k["STREAM_LEARNER_FEDERATION__ATTACK"] = attack
+            module = "stream_learner"
+            if aggregator is not None and k == 0 and attack in ATTACKER_ATTACKS:
+                # The daemon has no attack option: a benchmark-side wrapper corrupts it.
+                env_k[ATTACKER_ENV], module = attack, "stream_learner.benchmarks.attacker"
             procs.append(DaemonProcess(bs, root / site / "ckpt", topic, f"g-{site}-{tag}",
-                                       extra_env=env_k, log_path=root / f"{site}.log"))
+                                       extra_env=env_k, log_path=root / f"{site}.log",
+                                       module=module))
         for d in procs:
             wait_for(lambda d=d: d.assert_alive() or d.metric("stream_learner_ready") == 1,
                      120, f"{name}: daemon ready")

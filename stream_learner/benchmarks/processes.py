@@ -57,7 +57,8 @@ class DaemonProcess:
 
     def __init__(self, bootstrap: str, ckpt_dir: Path | None, topic: str, group: str,
                  extra_env: dict[str, str] | None = None, args: list[str] | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, module: str = "stream_learner") -> None:
+        """``module``: what ``python -m`` runs (a benchmark-side wrapper of the CLI)."""
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_LEARNER_")}
         env.update({
@@ -82,7 +83,7 @@ class DaemonProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.env = env
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream_learner", "run", *(args or [])],
+        self.proc = subprocess.Popen([sys.executable, "-m", module, "run", *(args or [])],
                                      env=env, cwd=ROOT, stdout=self._log, stderr=self._log)
 
     @property

@@ -119,7 +119,7 @@ class DriftAdapter:
         if self.learner.seen >= self.warmup:
             errors = (pred.cpu().numpy() != y_np) & ~self._young(y_np)
             self.signals += self.monitor.update(errors)
-            self.signals += self.monitor.update_inputs(x, getattr(model, "scaler", None))
+            self.signals += self.monitor.update_inputs(x, model.scaler)
         acting = [s for s in self.signals if self._acts_on(s)]
         if not acting or self._quiet:
             return None
@@ -182,7 +182,7 @@ class DriftAdapter:
         model = self.learner.model
         if model is None or self.learner.seen < self.warmup:
             return []
-        return self.monitor.update_inputs(x, getattr(model, "scaler", None))
+        return self.monitor.update_inputs(x, model.scaler)
 
     def _acts_on(self, s: Signal) -> bool:
         if s.kind != "drift" or not s.rising:
@@ -238,10 +238,7 @@ class DriftAdapter:
         self._count("pool")
 
     def _clear_replay(self) -> None:
-        strategy = self.learner.strategy
-        memory = getattr(strategy, "buffer", None) or getattr(strategy, "memory", None)
-        if memory is not None and hasattr(memory, "clear"):
-            memory.clear()
+        self.learner.strategy.clear_memory()
 
     def _count(self, policy: str) -> None:
         self.adaptations[policy] = self.adaptations.get(policy, 0) + 1

@@ -175,9 +175,7 @@ class ConceptPool:
                 src = params[name]
                 rows = min(src.shape[0], p.shape[0])
                 p[:rows].copy_(src[:rows])
-        scaler, saved = getattr(model, "scaler", None), getattr(entry.model, "scaler", None)
-        if scaler is not None and saved is not None:
-            scaler.load_state_dict(saved.state_dict())   # also drops its derived cache
+        model.scaler.load_state_dict(entry.model.scaler.state_dict())  # drops its cache
         self.tick += 1
         entry.last_used = self.tick
         self.current = entry.id
@@ -224,8 +222,8 @@ class ConceptPool:
         return {
             "entries": [{"id": e.id, "last_used": e.last_used, "reference": e.reference,
                          "reference_n": e.reference_n,
-                         "n_features": int(getattr(e.model, "n_features")),
-                         "hidden": [int(h) for h in getattr(e.model, "hidden")],
+                         "n_features": int(e.model.n_features),
+                         "hidden": [int(h) for h in e.model.hidden],
                          "weights": {k: v.detach().cpu().clone()
                                      for k, v in e.model.state_dict().items()}}
                         for e in self.entries],
@@ -270,7 +268,7 @@ def _shortfall(entry: Entry, acc: float, n: int) -> float:
 
 @torch.no_grad()
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    if int(getattr(model, "n_classes", 1)) == 0:
+    if int(model.n_classes) == 0:
         return 0.0
     was_training = model.training
     model.eval()

@@ -79,8 +79,6 @@ class Federated:
         if lrn.model is None or lrn.model.n_classes == 0:
             return None
         state = {k: v.detach().to("cpu", copy=True) for k, v in lrn.model.state_dict().items()}
-        if self.cfg.attack != "none":
-            self._corrupt(state)
         samples, self._seen_at_snapshot = lrn.seen - self._seen_at_snapshot, lrn.seen
         return Snapshot(state, list(lrn.labels.labels), int(samples), lrn.model.n_features,
                         tuple(lrn.model.hidden))
@@ -185,21 +183,6 @@ class Federated:
             name = "median"
         # Row 0 is our own model: centered_clip clips around it.
         return agg.aggregate(name, X, w, trim=self.cfg.trim, f=f)
-
-    def _corrupt(self, state: dict[str, torch.Tensor]) -> None:
-        """``federation.attack``: what a malicious peer would publish (benchmarks only)."""
-        anchor = getattr(self.learner, "_anchor", None) or {}
-        gen = torch.Generator().manual_seed(self._seen_at_snapshot)
-        for name, value in state.items():
-            if not name.startswith(PARAM_PREFIXES):
-                continue
-            if self.cfg.attack == "sign_flip":
-                ref = anchor.get(name)
-                ref = ref.cpu() if ref is not None and ref.shape == value.shape else \
-                    torch.zeros_like(value)
-                state[name] = ref - 10.0 * (value - ref)
-            else:
-                state[name] = value + 10.0 * torch.randn(value.shape, generator=gen)
 
     def state_dict(self) -> dict[str, Any]:
         return {"seen_at_snapshot": self._seen_at_snapshot,

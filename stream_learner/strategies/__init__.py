@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from ..config import Settings
-from .base import Batch, Plugin, PluginBase, Step, Strategy, Trainable, UpdateStats
+from .base import Batch, Plugin, PluginBase, Step, Strategy, StrategyBase, Trainable, UpdateStats
 from .continual import META_NAMES, PLUGIN_NAMES, Continual
 from .naive import Naive
 from .replay import Replay
 
-__all__ = ["Batch", "Continual", "META_NAMES", "PLUGIN_NAMES", "Naive", "Plugin", "PluginBase", "Replay", "Step", "Strategy", "Trainable",
+__all__ = ["Batch", "Continual", "META_NAMES", "PLUGIN_NAMES", "Naive", "Plugin", "PluginBase", "Replay", "Step", "Strategy", "StrategyBase", "Trainable",
            "UpdateStats", "make_strategy", "STRATEGIES"]
 
 STRATEGIES = ("naive", "replay", "continual")

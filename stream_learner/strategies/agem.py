@@ -117,4 +117,4 @@ class AGEM(PluginBase):
 def build(settings: Settings, learner: Trainable) -> AGEM:
     # The learner's loss function, looked up per step (it may be swapped at run time).
     return AGEM(settings.agem.sample_size,
-                lambda: getattr(learner, "loss_fn", F.cross_entropy))
+                lambda: learner.loss_fn)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..finite import step_is_finite
 from .base import PluginBase, Step, fit_rows
 
 
@@ -55,7 +56,7 @@ def mean_grad_power(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
             loss = loss_of(model(x), y)
             grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for (_, p), g in zip(named, grads)]
-        if not all(bool(torch.isfinite(g).all()) for g in grads):
+        if not step_is_finite(loss, grads):
             continue
         for (k, _), g in zip(named, grads):
             total[k] += g.abs() if power == 1 else g.pow(power)

@@ -79,7 +79,7 @@ import torch
 from torch import nn
 
 from ..finite import gradients, step_is_finite
-from .base import Batch, Trainable, UpdateStats
+from .base import Batch, StrategyBase, Trainable, UpdateStats
 
 SUPPORTED: tuple[str, ...] = ("Naive", "Replay", "EWC", "AGEM", "MER", "ER_ACE", "DER", "MIR")
 
@@ -210,8 +210,8 @@ def _template_class(name: str) -> type:
                 return
             self.optimizer.zero_grad(set_to_none=True)
             learner = self._sl_learner
-            if learner is not None and hasattr(learner, "skipped_steps"):
-                learner.skipped_steps += 1
+            if learner is not None:
+                learner.note_skipped_step()
 
         if name == "MER":
             def _inner_updates(self, **kwargs: Any) -> None:
@@ -278,6 +278,7 @@ def _stats_plugin() -> Any:
         def after_training_iteration(self, strategy: Any, **kwargs: Any) -> None:
             self.losses.append(strategy.loss.detach().reshape(-1)[0])
             self.rows += int(strategy.mb_y.shape[0])
+            # Third-party probe: which Avalanche template this is (ER_ACE/MER attributes).
             if getattr(strategy, "replay_loader", None) is not None:
                 if hasattr(strategy, "mb_buffer_y"):          # ER_ACE
                     self.extra_replayed += int(strategy.mb_buffer_y.shape[0])
@@ -316,6 +317,7 @@ def _finite_ewc(strength: float, decay: float) -> Any:
             # over the finite mini-batches (all of them, normally: then it is identical).
             model.eval()
             importances = zerolike_params_dict(model)
+            # Third-party probe: only some Avalanche datasets define collate_fn.
             collate_fn = dataset.collate_fn if hasattr(dataset, "collate_fn") else None
             loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn,
                                 num_workers=num_workers)
@@ -372,10 +374,11 @@ def _reservoir_agem(capacity: int, sample_size: int) -> Any:
     return ReservoirAGEMPlugin()
 
 
-class AvalancheStrategy:
+class AvalancheStrategy(StrategyBase):
     """One Avalanche strategy behind the :class:`~stream_learner.strategies.Strategy` protocol."""
 
     def __init__(self, settings: Any, learner: Trainable, avalanche_name: str) -> None:
+        super().__init__()
         self.name = PREFIX + avalanche_name
         self.avalanche_name = avalanche_name
         self.settings = settings
@@ -433,7 +436,7 @@ class AvalancheStrategy:
             self.template = self._make_template()
         t = self.template
         t.model, t.optimizer = model, optimizer
-        n = int(getattr(model, "n_classes", 0))
+        n = int(model.n_classes)
         if n > self._n_classes:
             if self.avalanche_name == "DER":
                 _pad_der_logits(t.storage_policy, n)

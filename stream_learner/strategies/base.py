@@ -105,11 +105,27 @@ class PluginBase:
 
 
 class Trainable(Protocol):
-    """What a strategy needs from the learner: one gradient step and the step size."""
+    """What a strategy needs from the learner (its hooks): one gradient step, the step
+    size, and the declared knobs strategies read (no attribute probing)."""
 
     device: torch.device
     step_size: int
     model: nn.Module | None
+    loss_fn: Any            # the training loss, looked up per step (it may be swapped)
+
+    @property
+    def lr_factor(self) -> float:
+        """Multiplier on the learning rate (drift adaptation); 1.0 normally."""
+
+    @property
+    def penalty_scale(self) -> float:
+        """Multiplier on the plugins' penalties (drift adaptation); 1.0 normally."""
+
+    def note_skipped_step(self) -> None:
+        """A step was dropped by the finiteness guard: count it."""
+
+    def proximal_anchor(self) -> dict[str, torch.Tensor] | None:
+        """The federated proximal anchor (parameter name -> tensor), or None."""
 
     def step(self, x: torch.Tensor, y: torch.Tensor, n_new: int | None = None,
              plugins: "Sequence[Plugin]" = (), memory: Any = None) -> torch.Tensor:
@@ -130,6 +146,31 @@ class Strategy(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    # Optional capabilities, declared (defaults in StrategyBase) instead of probed:
+    consolidations: dict[str, int]
+
+    def consolidate(self, reason: str = "manual") -> bool:
+        """A task boundary: freeze what matters so far; True if it did anything."""
+
+    def clear_memory(self) -> None:
+        """Drop the replay memory (drift adaptation "reset")."""
+
+
+class StrategyBase:
+    """Defaults for a strategy's optional capabilities: no consolidation, no memory."""
+
+    name = "strategy"
+    consolidations: dict[str, int]
+
+    def __init__(self) -> None:
+        self.consolidations = {}
+
+    def consolidate(self, reason: str = "manual") -> bool:
+        return False
+
+    def clear_memory(self) -> None:
+        pass
 
 
 def fit_rows(saved: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

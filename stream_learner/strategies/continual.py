@@ -28,7 +28,7 @@ import torch
 
 from ..config import Settings
 from ..memory import ReservoirBuffer
-from .base import Batch, Plugin, Trainable, UpdateStats
+from .base import Batch, Plugin, StrategyBase, Trainable, UpdateStats
 
 PLUGIN_NAMES = ("ewc", "si", "mas", "lwf", "agem")
 META_NAMES = ("mer", "lamaml")
@@ -46,6 +46,8 @@ class Memory(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def clear(self) -> None: ...
 
 
 class MetaUpdate(Protocol):
@@ -78,10 +80,11 @@ def _build(name: str, settings: Settings, learner: Trainable) -> Any:
     return module.build(settings, learner)
 
 
-class Continual:
+class Continual(StrategyBase):
     name = "continual"
 
     def __init__(self, learner: Trainable, settings: Settings) -> None:
+        super().__init__()
         cfg = settings.strategy
         self.learner = learner
         self.memory = make_memory(settings, learner.device)
@@ -92,7 +95,6 @@ class Continual:
         self.every = cfg.consolidate_every_events
         self.on_new_class = cfg.consolidate_on_new_class
         self.on_drift = cfg.consolidate_on_drift
-        self.consolidations: dict[str, int] = {}
         self._since = 0          # learned events since the last consolidation
         self._classes = 0        # classes the model had at the last update
 
@@ -100,7 +102,7 @@ class Continual:
     def update(self, batch: Batch) -> UpdateStats:
         model = self.learner.model
         assert model is not None
-        n_classes = int(getattr(model, "n_classes", 0))
+        n_classes = int(model.n_classes)
         if self.on_new_class and 0 < self._classes < n_classes:
             self.consolidate("new_class")
         self._classes = n_classes
@@ -148,6 +150,10 @@ class Continual:
         return True
 
     # -- state ------------------------------------------------------------------------
+    def clear_memory(self) -> None:
+        if self.memory is not None:
+            self.memory.clear()
+
     def memory_events(self) -> int:
         return 0 if self.memory is None else len(self.memory)
 

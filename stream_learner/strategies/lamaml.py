@@ -165,7 +165,7 @@ class LaMAML:
             torch._foreach_copy_(params, theta0)
         for p in params:
             p.grad = None
-        learner.skipped_steps += 1
+        learner.note_skipped_step()
         return loss.detach(), 0
 
     def state_dict(self) -> dict[str, Any]:

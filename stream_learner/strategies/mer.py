@@ -62,7 +62,7 @@ from typing import Any, Sequence
 import torch
 
 from ..config import Settings
-from ..finite import gradients, step_is_finite
+from ..finite import finite_grad_norm, gradients, step_is_finite
 from .base import Batch, Plugin, Step, Trainable
 
 MINI_BATCHES = 4
@@ -81,7 +81,7 @@ def plugin_loss(learner: Any, x: torch.Tensor, y: torch.Tensor, n_new: int,
     ctx = None
     if plugins:
         ctx = Step(model, x, y, n_new, logits, memory)
-        scale = getattr(learner, "penalty_scale", 1.0)
+        scale = learner.penalty_scale
         for plugin in plugins:
             term = plugin.penalty(ctx)
             if term is not None:
@@ -165,7 +165,7 @@ class MER:
         for plugin in plugins:
             plugin.after_backward(ctx)
         if not step_is_finite(torch.zeros(()), gradients(params)):
-            learner.skipped_steps += 1          # weights stay at theta0
+            learner.note_skipped_step()         # weights stay at theta0
             return
         with torch.no_grad():
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
@@ -184,12 +184,10 @@ class MER:
         with torch.no_grad():
             live = [p for p in params if p.grad is not None]
             grads = [p.grad for p in live]
-            # One norm serves the finite check (a NaN/inf anywhere makes it non-finite)
-            # and the clip: one host sync per step.
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) \
-                if grads else torch.zeros((), device=loss.device)
-            if not bool(torch.isfinite(loss.detach() + norm)):
-                learner.skipped_steps += 1
+            # One norm serves the shared finite check and the clip: one host sync per step.
+            norm = finite_grad_norm(loss, grads)
+            if norm is None:
+                learner.note_skipped_step()
                 for p in params:
                     p.grad = None
                 return loss.detach(), False
@@ -197,7 +195,7 @@ class MER:
             # once inner_lr * 2 * strength * F > 2, where Adam's normalised steps would not.
             torch._foreach_mul_(grads, torch.clamp(GRAD_CLIP / (norm + 1e-6), max=1.0))
             torch._foreach_add_(live, grads,
-                                alpha=-self.inner_lr * getattr(learner, "lr_factor", 1.0))
+                                alpha=-self.inner_lr * learner.lr_factor)
         return loss.detach(), True
 
     def state_dict(self) -> dict[str, Any]:

@@ -6,13 +6,14 @@ from typing import Any
 
 import torch
 
-from .base import Batch, Trainable, UpdateStats
+from .base import Batch, StrategyBase, Trainable, UpdateStats
 
 
-class Naive:
+class Naive(StrategyBase):
     name = "naive"
 
     def __init__(self, learner: Trainable) -> None:
+        super().__init__()
         self.learner = learner
 
     def update(self, batch: Batch) -> UpdateStats:

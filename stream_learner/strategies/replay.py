@@ -7,14 +7,15 @@ from typing import Any
 import torch
 
 from ..memory import ReservoirBuffer
-from .base import Batch, Trainable, UpdateStats
+from .base import Batch, StrategyBase, Trainable, UpdateStats
 
 
-class Replay:
+class Replay(StrategyBase):
     name = "replay"
 
     def __init__(self, learner: Trainable, capacity: int, replay_batch_size: int,
                  seed: int = 0) -> None:
+        super().__init__()
         self.learner = learner
         self.replay_batch_size = replay_batch_size
         self.buffer = ReservoirBuffer(capacity, learner.device, seed=seed)
@@ -35,6 +36,9 @@ class Replay:
 
     def memory_events(self) -> int:
         return len(self.buffer)
+
+    def clear_memory(self) -> None:
+        self.buffer.clear()
 
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict()}

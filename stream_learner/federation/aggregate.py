@@ -18,12 +18,18 @@ tensor([2.2500, 2.2500])
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from functools import reduce
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
+
+# Re-exported: callers and tests use ``aggregate.flatten`` / ``aggregate.sample_weight``.
+from stream_learner.federation.flat import Spec, flatten, unflatten
+from stream_learner.federation.weights import mix, sample_weight, staleness_weight
+
+__all__ = ["AGGREGATORS", "Spec", "Weights", "aggregate", "aggregate_results", "centered_clip",
+           "clip_norms", "far_outliers", "fedavg", "flatten", "krum", "krum_scores", "median",
+           "mix", "multi_krum", "sample_weight", "staleness_weight", "trimmed_mean", "unflatten"]
 
 AGGREGATORS: tuple[str, ...] = ("fedavg", "trimmed_mean", "median", "krum", "multi_krum",
                                 "centered_clip")
@@ -31,64 +37,6 @@ AGGREGATORS: tuple[str, ...] = ("fedavg", "trimmed_mean", "median", "krum", "mul
 Weights = Tensor | Sequence[float]
 
 
-@dataclass(frozen=True)
-class Spec:
-    """How a flat vector maps back to named tensors (order, shapes, dtypes)."""
-
-    names: tuple[str, ...]
-    shapes: tuple[torch.Size, ...]
-    dtypes: tuple[torch.dtype, ...]
-
-    @property
-    def numel(self) -> int:
-        return sum(math.prod(s) for s in self.shapes)
-
-
-def flatten(params: Mapping[str, Tensor], keys: Sequence[str] | None = None,
-            dtype: torch.dtype | None = None) -> tuple[Tensor, Spec]:
-    """Concatenate ``params`` (in the mapping's order, or ``keys``' order) into one vector.
-
-    The vector's dtype is ``dtype`` or else the widest floating dtype among the tensors,
-    so float32 weights next to float64 buffers round-trip exactly.
-
-    >>> vec, spec = flatten({"w": torch.ones(2, 2), "b": torch.zeros(2)})
-    >>> vec.shape, spec.names
-    (torch.Size([6]), ('w', 'b'))
-    >>> unflatten(vec, spec)["w"]
-    tensor([[1., 1.],
-            [1., 1.]])
-    """
-    names = tuple(params) if keys is None else tuple(keys)
-    tensors = [params[k] for k in names]
-    if dtype is None:
-        floats = [t.dtype for t in tensors if t.is_floating_point()]
-        dtype = reduce(torch.promote_types, floats) if floats else torch.get_default_dtype()
-    spec = Spec(names, tuple(t.shape for t in tensors), tuple(t.dtype for t in tensors))
-    if not tensors:
-        return torch.zeros(0, dtype=dtype), spec
-    return torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors]), spec
-
-
-def unflatten(vec: Tensor, spec: Spec) -> dict[str, Tensor]:
-    """Split ``vec`` back into fresh tensors (no aliasing of ``vec``) of ``spec``'s shapes.
-
-    Integer entries are rounded first: an average of equal counts may come out as
-    ``4.9999`` in floating point and must not truncate to 4.
-
-    >>> vec, spec = flatten({"n": torch.tensor(5), "w": torch.ones(1)})
-    >>> unflatten(vec * (1 / 3) * 3, spec)["n"]
-    tensor(5)
-    """
-    if vec.dim() != 1 or vec.numel() != spec.numel:
-        raise ValueError(f"vector of shape {tuple(vec.shape)} does not match the spec "
-                         f"({spec.numel} values)")
-    out: dict[str, Tensor] = {}
-    for name, chunk, shape, dtype in zip(spec.names, vec.split([math.prod(s) for s in spec.shapes]),
-                                         spec.shapes, spec.dtypes):
-        if not dtype.is_floating_point and not dtype.is_complex:
-            chunk = chunk.round()
-        out[name] = chunk.reshape(shape).to(dtype, copy=True)
-    return out
 
 
 def _check(X: Tensor) -> int:
@@ -298,55 +246,6 @@ def far_outliers(X: Tensor, center: Tensor, factor: float, scale: float | None =
     return dist > factor * scale
 
 
-def sample_weight(samples: object, max_samples: int) -> float:
-    """What a peer's claimed ``samples`` may weigh under fedavg: ``min(samples, max_samples)``.
-
-    The count is self-reported, so it is capped: a peer claiming 1e12 samples weighs no
-    more than one claiming ``max_samples``.  Zero (nothing learned since its last update)
-    weighs 1, like one sample, so that the update still counts.  Anything that is not an
-    integer >= 0 (negative, a float, a bool, NaN) weighs 0: it is dropped from the average
-    (the codec already rejects such headers as malformed; this is the pure function's own
-    guard).
-
-    >>> sample_weight(10**12, 1000), sample_weight(0, 1000), sample_weight(-5, 1000)
-    (1000.0, 1.0, 0.0)
-    """
-    if max_samples < 1:
-        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
-        return 0.0
-    return float(min(max(samples, 1), max_samples))
-
-
-def staleness_weight(age: float, exponent: float = 0.5) -> float:
-    """FedAsync's polynomial staleness discount ``(1 + age) ** -exponent``.
-
-    ``age`` is in the caller's unit (versions, rounds, seconds); a negative age (clock
-    skew) counts as fresh.
-
-    >>> staleness_weight(0), staleness_weight(3), staleness_weight(-2)
-    (1.0, 0.5, 1.0)
-    """
-    if math.isnan(age):
-        raise ValueError("age is NaN")
-    if exponent < 0:
-        raise ValueError(f"exponent must be >= 0, got {exponent}")
-    return (1.0 + max(age, 0.0)) ** -exponent
-
-
-def mix(local: Tensor, aggregate: Tensor, alpha: float) -> Tensor:
-    """``(1 - alpha) * local + alpha * aggregate`` in ``local``'s dtype; alpha in [0, 1].
-
-    ``alpha`` 0 and 1 return ``local`` and ``aggregate`` exactly (``torch.lerp``).
-
-    >>> mix(torch.tensor([0., 10.]), torch.tensor([10., 10.]), 0.25)
-    tensor([ 2.5000, 10.0000])
-    """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if local.shape != aggregate.shape:
-        raise ValueError(f"shapes differ: {tuple(local.shape)} vs {tuple(aggregate.shape)}")
-    return torch.lerp(local, aggregate.to(device=local.device, dtype=local.dtype), alpha)
 
 
 def aggregate(name: str, X: Tensor, weights: Weights | None = None, *, trim: float = 0.2,

@@ -136,3 +136,29 @@ def test_load_refuses_what_dump_did_not_write(name: str, spoil: Any) -> None:
 def test_load_refuses_non_states(blob: Any) -> None:
     with pytest.raises(ValueError):
         detectors.load("adwin", None, blob)
+
+
+@pytest.mark.parametrize("name", detectors.NAMES)
+def test_flag_table_matches_rivers_classes(name: str) -> None:
+    """detectors.FLAGS declares which flags a detector has instead of probing for them:
+    it must be exactly what river's real class has (a wrong entry breaks feed's warnings)."""
+    det = detectors.make(name)
+    have = {flag for flag in ("drift_detected", "warning_detected") if hasattr(det, flag)}
+    assert detectors.FLAGS[name] == have
+    assert detectors.has_warnings(det) is (name in detectors.BINARY)
+
+
+def test_fhddm_short_window_attributes_follow_the_config() -> None:
+    """FHDDM only has its short-window state when configured with one; both round-trip."""
+    for params, n_attrs in (({}, 6), ({"short_window_size": 10}, 9)):
+        det = detectors.make("fhddm", params)
+        detectors.feed(det, [0.0, 1.0] * 100)
+        blob = detectors.dump(det)
+        assert len(blob["state"]) == n_attrs
+        again = detectors.dump(detectors.load("fhddm", params, blob))["state"]
+        assert set(again) == set(blob["state"])
+        for attr, value in blob["state"].items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(again[attr], value), attr
+            else:
+                assert again[attr] == value, attr

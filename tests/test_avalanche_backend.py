@@ -124,3 +124,21 @@ def test_unknown_name_and_mismatched_checkpoint() -> None:
     naive = build(settings, learner, "Naive")
     with pytest.raises(ValueError, match="avalanche strategy"):
         naive.load_state_dict(build(settings, learner, "EWC").state_dict())
+
+
+@pytest.mark.parametrize("name, step, mem", [("ER_ACE", 32, 16), ("MER", 16, 4)])
+def test_self_replaying_templates_count_their_replayed_rows(name: str, step: int,
+                                                            mem: int) -> None:
+    """ER_ACE and MER draw replay rows inside the template, not through a plugin: the
+    recorder must count them by the template's class.  64 events in steps of ``step``:
+    nothing to replay on the first micro-batch, then ``mem`` rows (replay.batch_size) per
+    iteration (MER: per inner step, one here)."""
+    rng = np.random.default_rng(0)
+    learner = _learner(name)
+    got = []
+    for _ in range(3):
+        x, y = _batch(rng, 3, 64)
+        stats = learner.learn(x, y)
+        got.append((stats.steps, stats.replayed))
+    iterations = 64 // step
+    assert got == [(iterations, 0), (iterations, iterations * mem), (iterations, iterations * mem)]

@@ -71,14 +71,16 @@ the learner checkpoints.
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..finite import gradients, step_is_finite
+from .avalanche_buffers import (dump_balanced, dump_reservoir, load_balanced,
+                                load_reservoir, pad_der_logits, tensor_dataset)
+from .avalanche_plugins import finite_ewc, reservoir_agem, stats_plugin
+from .avalanche_shim import skip_ffcv_probe, template_class
 from .base import Batch, StrategyBase, Trainable, UpdateStats
 
 SUPPORTED: tuple[str, ...] = ("Naive", "Replay", "EWC", "AGEM", "MER", "ER_ACE", "DER", "MIR")
@@ -92,286 +94,6 @@ def build(settings: Any, learner: Trainable, avalanche_name: str) -> "AvalancheS
         raise ValueError(f"unsupported avalanche strategy {avalanche_name!r}; "
                          f"choose one of {', '.join(SUPPORTED)}")
     return AvalancheStrategy(settings, learner, avalanche_name)
-
-
-_PATCHED = False
-
-
-def _skip_ffcv_probe() -> None:
-    """Without the ``ffcv`` package no dataset can have FFCV support, yet Avalanche's
-    multi-dataset loaders (ReplayDataLoader, A-GEM's) probe for it on every iteration by
-    walking every leaf dataset of the replay buffer: ~0.3 s per micro-batch at a 10k
-    buffer. Answer "no" directly when ``ffcv`` is not installed."""
-    global _PATCHED
-    if _PATCHED:
-        return
-    import importlib.util
-    if importlib.util.find_spec("ffcv") is None:
-        from avalanche.benchmarks.utils import data_loader
-        data_loader.has_ffcv_support = lambda datasets: False
-    _PATCHED = True
-
-
-# -- plain-data (de)serialisation of Avalanche buffers ---------------------------------------
-
-def _tensor_dataset(x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None) -> Any:
-    from avalanche.benchmarks.utils.classification_dataset import (
-        _make_taskaware_tensor_classification_dataset)
-    ds = _make_taskaware_tensor_classification_dataset(x, y, task_labels=0)
-    if logits is None:
-        return ds
-    from avalanche.benchmarks.utils import make_avalanche_dataset
-    from avalanche.benchmarks.utils.data_attribute import TensorDataAttribute
-    from avalanche.benchmarks.utils.flat_data import FlatData
-    # As DER builds it (training/supervised/der.py): one logits row per event.
-    rows = [row for row in logits]
-    return make_avalanche_dataset(ds, data_attributes=[TensorDataAttribute(
-        FlatData([rows], discard_elements_not_in_indices=True), name="logits",
-        use_in_getitem=True)])
-
-
-def _materialise(dataset: Any) -> list[torch.Tensor]:
-    """Every element of an Avalanche dataset, collated: [x, y, t(, logits)]."""
-    from torch.utils.data import DataLoader
-    if len(dataset) == 0:
-        return []
-    return list(next(iter(DataLoader(dataset, batch_size=len(dataset), shuffle=False))))
-
-
-def _dump_reservoir(buf: Any) -> dict[str, Any]:
-    parts = _materialise(buf.buffer)
-    state: dict[str, Any] = {"max_size": int(buf.max_size),
-                             "weights": buf._buffer_weights.detach().cpu().clone()}
-    if parts:
-        state["x"], state["y"] = parts[0].cpu(), parts[1].cpu().long()
-        if len(parts) > 3:
-            state["logits"] = parts[3].cpu()
-    return state
-
-
-def _load_reservoir(state: dict[str, Any]) -> Any:
-    from avalanche.training.storage_policy import ReservoirSamplingBuffer
-    buf = ReservoirSamplingBuffer(int(state["max_size"]))
-    if "x" in state:
-        buf.buffer = _tensor_dataset(state["x"], state["y"], state.get("logits"))
-    buf._buffer_weights = state["weights"].clone()
-    return buf
-
-
-def _dump_balanced(policy: Any) -> dict[str, Any]:
-    return {"max_size": int(policy.max_size),
-            "seen_classes": [int(c) for c in policy.seen_classes],
-            "groups": [[int(c), _dump_reservoir(g)] for c, g in policy.buffer_groups.items()]}
-
-
-def _load_balanced(policy: Any, state: dict[str, Any]) -> None:
-    policy.max_size = int(state["max_size"])
-    policy.seen_classes = set(int(c) for c in state["seen_classes"])
-    policy.buffer_groups = {int(c): _load_reservoir(g) for c, g in state["groups"]}
-
-
-def _pad_der_logits(policy: Any, width: int) -> None:
-    """Stored DER logits narrower than ``width`` get NaN columns (filled at replay)."""
-    for c, group in list(policy.buffer_groups.items()):
-        state = _dump_reservoir(group)
-        if "logits" in state and state["logits"].shape[1] < width:
-            old = state["logits"]
-            pad = torch.full((old.shape[0], width - old.shape[1]), math.nan, dtype=old.dtype)
-            state["logits"] = torch.cat([old, pad], dim=1)
-            policy.buffer_groups[c] = _load_reservoir(state)
-
-
-# -- the shim ----------------------------------------------------------------------------------
-
-def _template_class(name: str) -> type:
-    """Avalanche's strategy class, with the learner in charge of model and optimiser."""
-    from avalanche.training import supervised as sv
-
-    # EWC: sv.EWC is sv.Naive plus an EWCPlugin; ours (_finite_ewc) is added as a plugin.
-    base = {"Naive": sv.Naive, "Replay": sv.Naive, "EWC": sv.Naive, "AGEM": sv.Naive,
-            "MER": sv.MER, "ER_ACE": sv.ER_ACE, "DER": sv.DER, "MIR": sv.MIR}[name]
-
-    class Shim(base):  # type: ignore[misc, valid-type]
-        _sl_learner: Any = None
-
-        def check_model_and_optimizer(self, **kwargs: Any) -> None:
-            # The learner builds, grows and restores the model and its optimiser; Avalanche's
-            # update_optimizer would reset the optimiser state on the first experience.
-            pass
-
-        def optimizer_step(self) -> None:
-            self._guarded_step(self.loss)
-
-        def _guarded_step(self, loss: torch.Tensor) -> None:
-            """``optimizer.step()``, unless ``loss`` or a gradient is not finite: then the
-            gradients are dropped and the step is counted in ``learner.skipped_steps``."""
-            if step_is_finite(loss, gradients(self.model.parameters())):
-                self.optimizer.step()
-                return
-            self.optimizer.zero_grad(set_to_none=True)
-            learner = self._sl_learner
-            if learner is not None:
-                learner.note_skipped_step()
-
-        if name == "MER":
-            def _inner_updates(self, **kwargs: Any) -> None:
-                # Avalanche 0.6's MER._inner_updates, operation for operation, except that
-                # each per-event step goes through _guarded_step (Avalanche calls
-                # optimizer.step() directly, so optimizer_step never sees these steps).
-                from copy import deepcopy
-
-                from avalanche.models.utils import avalanche_forward
-                for _ in range(self.n_inner_steps):
-                    x, y, t = self.buffer.get_batch(self.mb_x, self.mb_y, self.mb_task_id)
-                    w_bef_t = deepcopy(self.model.state_dict())
-                    for idx in range(x.shape[0]):
-                        self.model.zero_grad()
-                        pred = avalanche_forward(self.model, x[idx].unsqueeze(0),
-                                                 t[idx].unsqueeze(0))
-                        loss = self._criterion(pred, y[idx].unsqueeze(0))
-                        loss.backward()
-                        self._guarded_step(loss)
-                    # Within-batch Reptile update (a skipped step left the weights as
-                    # they were, so all-skipped steps leave them bit for bit).
-                    w_aft_t = self.model.state_dict()
-                    self.model.load_state_dict(
-                        {k: w_bef_t[k] + (w_aft_t[k] - w_bef_t[k]) * self.beta
-                         for k, _ in self.model.named_parameters()}, strict=False)
-
-        if name == "DER":
-            def _before_forward(self, **kwargs: Any) -> None:
-                super()._before_forward(**kwargs)
-                if self.replay_loader is None:
-                    return
-                stored, width = self.batch_logits, self.model.n_classes
-                if stored.shape[1] < width or bool(torch.isnan(stored).any()):
-                    # Columns of classes unknown when stored: the current (detached)
-                    # logits, so the distillation term is zero there.
-                    with torch.no_grad():
-                        current = self.model(self.mbatch[0][: stored.shape[0]])
-                    filled = current.clone()
-                    w = min(stored.shape[1], width)
-                    filled[:, :w] = torch.where(torch.isnan(stored[:, :w]), current[:, :w],
-                                                stored[:, :w])
-                    self.batch_logits = filled
-
-    Shim.__name__ = Shim.__qualname__ = f"Stream{name}"
-    return Shim
-
-
-def _stats_plugin() -> Any:
-    from avalanche.core import SupervisedPlugin
-
-    class UpdateRecorder(SupervisedPlugin):
-        """Loss, iterations and replayed rows of one ``train`` call; MIR's last classes."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.reset()
-            self.last_classes: list[int] = []
-
-        def reset(self) -> None:
-            self.losses: list[torch.Tensor] = []
-            self.rows = 0
-            self.extra_replayed = 0
-
-        def after_training_iteration(self, strategy: Any, **kwargs: Any) -> None:
-            self.losses.append(strategy.loss.detach().reshape(-1)[0])
-            self.rows += int(strategy.mb_y.shape[0])
-            # Third-party probe: which Avalanche template this is (ER_ACE/MER attributes).
-            if getattr(strategy, "replay_loader", None) is not None:
-                if hasattr(strategy, "mb_buffer_y"):          # ER_ACE
-                    self.extra_replayed += int(strategy.mb_buffer_y.shape[0])
-            for plugin in strategy.plugins:
-                cls = type(plugin).__name__
-                if cls == "MIRPlugin" and plugin.replay_loader is not None:
-                    self.extra_replayed += plugin.batch_size_mem
-                elif cls == "ReservoirAGEMPlugin" and plugin.buffers:
-                    self.extra_replayed += plugin.sample_size
-            if hasattr(strategy, "n_inner_steps"):               # MER: per inner step
-                self.extra_replayed += strategy.n_inner_steps * min(
-                    len(strategy.buffer), strategy.buffer.batch_size_mem)
-
-        def after_training_exp(self, strategy: Any, **kwargs: Any) -> None:
-            # Runs before MIRPlugin's hook (plugins run in order), while mb_y still exists.
-            if strategy.mbatch is not None:
-                self.last_classes = sorted(int(c) for c in torch.unique(strategy.mb_y).tolist())
-
-    return UpdateRecorder()
-
-
-def _finite_ewc(strength: float, decay: float) -> Any:
-    from avalanche.models.utils import avalanche_forward
-    from avalanche.training.plugins import EWCPlugin
-    from avalanche.training.utils import zerolike_params_dict
-    from torch.utils.data import DataLoader
-
-    class FiniteEWCPlugin(EWCPlugin):
-        """Online EWC whose importances leave out mini-batches whose loss or gradients are
-        not finite, as the native ``ewc`` does (``anchored.mean_grad_power``)."""
-
-        def compute_importances(self, model: nn.Module, criterion: Any, optimizer: Any,
-                                dataset: Any, device: Any, batch_size: int,
-                                num_workers: int = 0) -> dict[str, Any]:
-            # EWCPlugin.compute_importances (Avalanche 0.6) with one change: the mean is
-            # over the finite mini-batches (all of them, normally: then it is identical).
-            model.eval()
-            importances = zerolike_params_dict(model)
-            # Third-party probe: only some Avalanche datasets define collate_fn.
-            collate_fn = dataset.collate_fn if hasattr(dataset, "collate_fn") else None
-            loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn,
-                                num_workers=num_workers)
-            used = 0
-            for batch in loader:
-                x, y, task_labels = batch[0], batch[1], batch[-1]
-                x, y = x.to(device), y.to(device)
-                optimizer.zero_grad()
-                out = avalanche_forward(model, x, task_labels)
-                loss = criterion(out, y)
-                loss.backward()
-                if not step_is_finite(loss, gradients(model.parameters())):
-                    continue
-                used += 1
-                for (k1, p), (k2, imp) in zip(model.named_parameters(), importances.items()):
-                    assert k1 == k2
-                    if p.grad is not None:
-                        imp.data += p.grad.data.clone().pow(2)
-            if used:
-                for imp in importances.values():
-                    imp.data /= float(used)
-            model.train()
-            return importances
-
-    return FiniteEWCPlugin(strength, mode="online", decay_factor=decay)
-
-
-def _reservoir_agem(capacity: int, sample_size: int) -> Any:
-    from avalanche.benchmarks.utils.data_loader import GroupBalancedInfiniteDataLoader
-    from avalanche.training.plugins import AGEMPlugin
-    from avalanche.training.storage_policy import ReservoirSamplingBuffer
-
-    class ReservoirAGEMPlugin(AGEMPlugin):
-        """A-GEM whose episodic memory is one reservoir, not one entry per experience."""
-
-        def __init__(self) -> None:
-            super().__init__(patterns_per_experience=capacity, sample_size=sample_size)
-            self.storage = ReservoirSamplingBuffer(capacity)
-
-        def update_memory(self, dataset: Any, num_workers: int = 0, **kwargs: Any) -> None:
-            self.storage.update_from_dataset(dataset)
-            self.rebuild_loader()
-
-        def rebuild_loader(self) -> None:
-            if len(self.storage.buffer) == 0:
-                self.buffers, self.buffer_dataloader, self.buffer_dliter = [], None, iter([])
-                return
-            self.buffers = [self.storage.buffer]
-            self.buffer_dataloader = GroupBalancedInfiniteDataLoader(
-                self.buffers, batch_size=self.sample_size, num_workers=0, pin_memory=False,
-                persistent_workers=False)
-            self.buffer_dliter = iter(self.buffer_dataloader)
-
-    return ReservoirAGEMPlugin()
 
 
 class AvalancheStrategy(StrategyBase):
@@ -388,17 +110,17 @@ class AvalancheStrategy(StrategyBase):
         self.experiences = 0           # micro-batches trained (= Avalanche experiences)
         self._n_classes = 0
         # Import Avalanche (~10-20 s) now, at start-up, not on the first micro-batch.
-        _template_class(avalanche_name)
+        template_class(avalanche_name)
 
     # -- construction / binding --------------------------------------------------------------
     def _make_template(self) -> Any:
         from avalanche.training.plugins import ReplayPlugin
         from avalanche.training.storage_policy import ReservoirSamplingBuffer
 
-        _skip_ffcv_probe()
+        skip_ffcv_probe()
         s, lrn = self.settings, self.learner
         cap, bsm = s.replay.capacity, s.replay.batch_size
-        self.recorder = _stats_plugin()
+        self.recorder = stats_plugin()
         plugins: list[Any] = [self.recorder]
         kw: dict[str, Any] = {}
         name = self.avalanche_name
@@ -407,9 +129,9 @@ class AvalancheStrategy(StrategyBase):
                                         batch_size_mem=bsm,
                                         storage_policy=ReservoirSamplingBuffer(cap)))
         elif name == "EWC":
-            plugins.append(_finite_ewc(s.ewc.strength, s.ewc.decay))
+            plugins.append(finite_ewc(s.ewc.strength, s.ewc.decay))
         elif name == "AGEM":
-            plugins.append(_reservoir_agem(cap, s.agem.sample_size))
+            plugins.append(reservoir_agem(cap, s.agem.sample_size))
         elif name == "MER":
             kw = {"mem_size": cap, "batch_size_mem": bsm, "n_inner_steps": s.mer.inner_steps,
                   "beta": s.mer.beta, "gamma": s.mer.gamma}
@@ -417,7 +139,7 @@ class AvalancheStrategy(StrategyBase):
             kw = {"mem_size": cap, "batch_size_mem": bsm}
         elif name == "MIR":
             kw = {"mem_size": cap, "batch_size_mem": bsm, "subsample": 2 * bsm}
-        cls = _template_class(name)
+        cls = template_class(name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             template = cls(model=lrn.model, optimizer=lrn.optimizer,
@@ -439,7 +161,7 @@ class AvalancheStrategy(StrategyBase):
         n = int(model.n_classes)
         if n > self._n_classes:
             if self.avalanche_name == "DER":
-                _pad_der_logits(t.storage_policy, n)
+                pad_der_logits(t.storage_policy, n)
             self._n_classes = n
         return t
 
@@ -451,7 +173,7 @@ class AvalancheStrategy(StrategyBase):
         from avalanche.benchmarks import DatasetExperience
 
         template = self._bind()
-        data = _tensor_dataset(batch.x.detach().cpu(), batch.y.detach().cpu())
+        data = tensor_dataset(batch.x.detach().cpu(), batch.y.detach().cpu())
         exp = DatasetExperience(dataset=data, current_experience=self.experiences)
         self.recorder.reset()
         with warnings.catch_warnings(record=True) as caught:
@@ -490,15 +212,15 @@ class AvalancheStrategy(StrategyBase):
         state["last_classes"] = list(self.recorder.last_classes)
         name = self.avalanche_name
         if name == "Replay":
-            state["buffer"] = _dump_reservoir(self._plugin("ReplayPlugin").storage_policy)
+            state["buffer"] = dump_reservoir(self._plugin("ReplayPlugin").storage_policy)
         elif name == "AGEM":
-            state["buffer"] = _dump_reservoir(self._plugin("ReservoirAGEMPlugin").storage)
+            state["buffer"] = dump_reservoir(self._plugin("ReservoirAGEMPlugin").storage)
         elif name == "MER":
-            state["buffer"] = _dump_reservoir(t.buffer.storage_policy)
+            state["buffer"] = dump_reservoir(t.buffer.storage_policy)
         elif name in ("ER_ACE", "DER"):
-            state["buffer"] = _dump_balanced(t.storage_policy)
+            state["buffer"] = dump_balanced(t.storage_policy)
         elif name == "MIR":
-            state["buffer"] = _dump_balanced(self._plugin("MIRPlugin").storage_policy)
+            state["buffer"] = dump_balanced(self._plugin("MIRPlugin").storage_policy)
         elif name == "EWC":
             ewc = self._plugin("FiniteEWCPlugin")
             state["ewc"] = {
@@ -524,15 +246,15 @@ class AvalancheStrategy(StrategyBase):
         self.recorder.last_classes = [int(c) for c in state["last_classes"]]
         name = self.avalanche_name
         if name == "Replay":
-            self._plugin("ReplayPlugin").storage_policy = _load_reservoir(state["buffer"])
+            self._plugin("ReplayPlugin").storage_policy = load_reservoir(state["buffer"])
         elif name == "AGEM":
             agem = self._plugin("ReservoirAGEMPlugin")
-            agem.storage = _load_reservoir(state["buffer"])
+            agem.storage = load_reservoir(state["buffer"])
             agem.rebuild_loader()
         elif name == "MER":
-            t.buffer.storage_policy = _load_reservoir(state["buffer"])
+            t.buffer.storage_policy = load_reservoir(state["buffer"])
         elif name in ("ER_ACE", "DER"):
-            _load_balanced(t.storage_policy, state["buffer"])
+            load_balanced(t.storage_policy, state["buffer"])
         elif name == "MIR":
             self._restore_mir(state["buffer"])
         elif name == "EWC":
@@ -567,7 +289,7 @@ class AvalancheStrategy(StrategyBase):
         from avalanche.benchmarks.utils import concat_datasets
         from avalanche.training.utils import cycle
         mir = self._plugin("MIRPlugin")
-        _load_balanced(mir.storage_policy, state)
+        load_balanced(mir.storage_policy, state)
         last = set(self.recorder.last_classes)
         buffer = concat_datasets([g.buffer for c, g in mir.storage_policy.buffer_groups.items()
                                   if int(c) not in last])

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Settings
+from . import learner_state
+from .config import ModelSettings, Settings
 from .drift import DriftAdapter
 from .federation.merge import Federated
 from .finite import gradients, step_is_finite
@@ -30,6 +31,7 @@ from .forgetting import ForgettingProbes
 from .labels import REFUSED, Label, LabelMap
 from .model import MLP, select_device
 from .strategies import Batch, Plugin, Step, Strategy, UpdateStats, make_strategy
+from .learner_proximal import ProximalAnchor
 
 
 class Learner:
@@ -55,8 +57,7 @@ class Learner:
         self.drift = DriftAdapter(settings, self)
         self._lr_factor = 1.0      # the optimiser's lr is model.lr times this
         # FedProx: the last federation aggregate, pulled toward while learning locally.
-        self._anchor: dict[str, torch.Tensor] | None = None
-        self._mu = 0.0
+        self.proximal = ProximalAnchor()
         self.federated = Federated(settings.federation, self)
         torch.manual_seed(settings.model.seed)
 
@@ -70,11 +71,7 @@ class Learner:
         self.optimizer = self._make_optimizer(self.model.parameters())
 
     def _make_optimizer(self, params: Any) -> torch.optim.Optimizer:
-        m = self.settings.model
-        if m.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=m.lr, momentum=0.9)
-        # fused: one kernel per step instead of a Python loop over parameters (~1.2x here).
-        return torch.optim.Adam(params, lr=m.lr, fused=self.device.type in ("cpu", "cuda"))
+        return make_optimizer(self.settings.model, self.device, params)
 
     def _grow(self, n_classes: int) -> None:
         assert self.model is not None and self.optimizer is not None
@@ -84,13 +81,7 @@ class Learner:
         # The head was replaced: carry the optimiser state over, zero-padded for new rows.
         old_state = self.optimizer.state
         self.optimizer = self._make_optimizer(self.model.parameters())
-        for old, new in zip(old_params, self.model.parameters()):
-            for key, value in old_state.get(old, {}).items():
-                if torch.is_tensor(value) and value.shape == old.shape and old.shape != new.shape:
-                    padded = torch.zeros_like(new)
-                    padded[: old.shape[0]] = value
-                    value = padded
-                self.optimizer.state[new][key] = value
+        _carry_state(old_state, old_params, list(self.model.parameters()), self.optimizer)
         self._apply_lr_factor(force=True)
 
     # -- prequential API ----------------------------------------------------------
@@ -260,9 +251,8 @@ class Learner:
         if ctx is not None:
             for plugin in plugins:
                 plugin.after_backward(ctx)
-        if self._anchor is not None:
-            self._pull_toward_anchor()
-        if not self._finite(loss):
+        self.proximal.pull(self.model)
+        if not step_is_finite(loss, gradients(self.model.parameters())):
             self.skipped_steps += 1
             self.optimizer.zero_grad(set_to_none=True)
             return loss.detach()
@@ -273,109 +263,46 @@ class Learner:
         return loss.detach()
 
     def set_proximal_anchor(self, anchor: dict[str, torch.Tensor] | None, mu: float) -> None:
-        """Pull local steps toward ``anchor`` (parameter name -> tensor) by
-        ``mu / 2 * ||w - anchor||^2``; a parameter whose shape changed since (a grown
-        head) is not pulled."""
-        self._anchor = None if anchor is None or mu == 0 else anchor
-        self._mu = float(mu)
+        """Pull local steps toward ``anchor`` by ``mu / 2 * ||w - anchor||^2``."""
+        self.proximal.set(anchor, mu)
 
     @torch.no_grad()
     def proximal_anchor(self) -> dict[str, torch.Tensor] | None:
         """The federated proximal anchor, or None (read by the federation merge)."""
-        return self._anchor
+        return self.proximal.anchor
 
     def note_skipped_step(self) -> None:
         """A step the finiteness guard dropped (strategies with their own step loop)."""
         self.skipped_steps += 1
 
-    def _pull_toward_anchor(self) -> None:
-        """Add the gradient of ``mu / 2 * ||w - anchor||^2`` to the task gradient.
-
-        Two fused ops on the gradients, where the same term in the loss cost three
-        autograd ops per tensor, forward and backward, on every step (measured: the
-        largest part of federation's cost on a busy daemon).  The loss the detectors
-        see stays the task's.
-        """
-        assert self.model is not None and self._anchor is not None
-        params, anchors = [], []
-        for name, p in self.model.named_parameters():
-            a = self._anchor.get(name)
-            if a is not None and a.shape == p.shape and p.grad is not None:
-                params.append(p)
-                anchors.append(a)
-        if params:
-            diffs = torch._foreach_sub(params, anchors)
-            torch._foreach_add_([p.grad for p in params], diffs, alpha=self._mu)
-
-    def _finite(self, loss: torch.Tensor) -> bool:
-        assert self.model is not None
-        return step_is_finite(loss, gradients(self.model.parameters()))
-
-    # -- checkpointing ------------------------------------------------------------------
+    # -- checkpointing (keys and their meaning: learner_state) ---------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "labels": self.labels.state_dict(),
-            "n_features": None if self.model is None else self.model.n_features,
-            "model": None if self.model is None else _to_cpu(self.model.state_dict()),
-            # The standardiser's first rows until its robust re-estimate (raw events:
-            # kept out of the model's state_dict, which peers receive).
-            "scaler_start_rows": None if self.model is None else
-            _to_cpu(self.model.scaler.start_rows),
-            "optimizer": None if self.optimizer is None else _to_cpu(self.optimizer.state_dict()),
-            "strategy_name": self.strategy.name,
-            "strategy": self.strategy.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "seen": self.seen,
-            "skipped_steps": self.skipped_steps,
-            "probes": self.probes.state_dict(),
-            "consolidations": self._consolidations,
-            "drift": self.drift.state_dict(),
-            "proximal": None if self._anchor is None else
-            {"mu": self._mu, "anchor": _to_cpu(self._anchor)},
-            "federated": self.federated.state_dict(),
-        }
+        return learner_state.dump(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["strategy_name"] != self.strategy.name:
-            raise ValueError(f"checkpoint was written by strategy {state['strategy_name']!r}, "
-                             f"config asks for {self.strategy.name!r}")
-        self.labels.load_state_dict(state["labels"])
-        if state["model"] is not None:
-            self.model = None
-            self.build(state["n_features"])
-            assert self.model is not None
-            self.model.load_state_dict(state["model"])
-            rows = state.get("scaler_start_rows")
-            self.model.scaler.start_rows = None if rows is None else rows.to(self.device)
-            self.optimizer = self._make_optimizer(self.model.parameters())
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.strategy.load_state_dict(state["strategy"])
-        self.seen = int(state.get("seen", 0))
-        self.skipped_steps = int(state.get("skipped_steps", 0))
-        if "probes" in state:
-            self.probes.load_state_dict(state["probes"], self.device)
-            self._consolidations = int(state["consolidations"])
-        if "drift" in state:
-            self.drift.load_state_dict(state["drift"])
-        self.federated.load_state_dict(state.get("federated", {}))
-        prox = state.get("proximal")
-        self.set_proximal_anchor(None if prox is None else
-                                 {k: v.to(self.device) for k, v in prox["anchor"].items()},
-                                 0.0 if prox is None else float(prox["mu"]))
-        self._apply_lr_factor(force=True)
-        # Last: rebuilding the drift monitor and the pool draws from the generator.
-        torch.set_rng_state(state["torch_rng"])
+        learner_state.load(self, state)
+
+
+def make_optimizer(m: ModelSettings, device: torch.device, params: Any) -> torch.optim.Optimizer:
+    if m.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=m.lr, momentum=0.9)
+    # fused: one kernel per step instead of a Python loop over parameters (~1.2x here).
+    return torch.optim.Adam(params, lr=m.lr, fused=device.type in ("cpu", "cuda"))
+
+
+def _carry_state(old_state: Any, old_params: list[nn.Parameter], new_params: list[nn.Parameter],
+                 optimizer: torch.optim.Optimizer) -> None:
+    """Each old parameter's optimiser state onto its replacement (a grown head's new rows
+    start from zero moments)."""
+    for old, new in zip(old_params, new_params):
+        for key, value in old_state.get(old, {}).items():
+            if torch.is_tensor(value) and value.shape == old.shape and old.shape != new.shape:
+                padded = torch.zeros_like(new)
+                padded[: old.shape[0]] = value
+                value = padded
+            optimizer.state[new][key] = value
 
 
 def _consolidation_count(strategy: Any) -> int:
     return sum(strategy.consolidations.values())
 
-
-def _to_cpu(obj: Any) -> Any:
-    if torch.is_tensor(obj):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj

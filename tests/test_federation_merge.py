@@ -45,7 +45,7 @@ def test_proximal_pull_is_the_gradient_of_the_fedprox_term() -> None:
     lrn.model.zero_grad()
     lrn.loss_fn(lrn.model(x), y).backward()
     lrn.set_proximal_anchor(anchor, mu)
-    lrn._pull_toward_anchor()
+    lrn.proximal.pull(lrn.model)
     for k, p in lrn.model.named_parameters():
         torch.testing.assert_close(p.grad, want[k], rtol=1e-5, atol=1e-6)
 

@@ -180,3 +180,18 @@ def test_the_adwin_fast_path_detects_exactly_where_rivers_update_does():
         hits += [start + i for i, _ in detectors.feed(fast, values[start:start + 1000])]
     assert len(ref_hits) >= 4 and hits == ref_hits
     assert fast.width == reference.width and fast.drift_detected == reference.drift_detected
+
+
+@pytest.mark.parametrize("name, want", [("adwin", 300.0), ("ddm", 7.0)])
+def test_window_events_is_adwins_width_else_events_since_drift(name: str, want: float) -> None:
+    """``drift_window_events``: ADWIN's own window width; detectors without a window
+    report the events since the last drift.  The two agree on a plain stream, so the
+    since-drift count is set apart (7) to tell which one is read."""
+    from stream_learner.drift.monitor import DriftMonitor
+
+    mon = DriftMonitor(Settings(drift={"detector": name}).drift)
+    for _ in range(3):
+        assert mon.update(np.zeros(100, dtype=bool)) == []
+    assert mon.since_events == 300
+    mon.since_events = 7
+    assert mon.window_events == want

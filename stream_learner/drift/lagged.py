@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..model import MLP
 
@@ -55,11 +54,11 @@ class LaggedCopies:
 
     def __init__(self, every: int, count: int) -> None:
         self.every, self.count = int(every), int(count)
-        self.copies: list[nn.Module] = []
+        self.copies: list[MLP] = []
         self.seen: list[int] = []       # learned events when each copy was taken
         self._next = 0                  # slot to overwrite
 
-    def after_learning(self, model: nn.Module, seen: int) -> None:
+    def after_learning(self, model: MLP, seen: int) -> None:
         if self.seen and seen - max(self.seen) < self.every:
             return
         if len(self.copies) < self.count:
@@ -73,7 +72,7 @@ class LaggedCopies:
         _freeze(self.copies[slot])
         self.seen[slot] = seen
 
-    def before(self, seen: int) -> nn.Module | None:
+    def before(self, seen: int) -> MLP | None:
         """The newest copy taken at or before ``seen`` learned events, if any."""
         best = None
         for s, net in zip(self.seen, self.copies):
@@ -87,8 +86,8 @@ class LaggedCopies:
 
     def state_dict(self) -> dict[str, Any]:
         return {"seen": list(self.seen), "next": self._next,
-                "copies": [{"n_features": int(getattr(m, "n_features")),
-                            "hidden": [int(h) for h in getattr(m, "hidden")],
+                "copies": [{"n_features": int(m.n_features),
+                            "hidden": [int(h) for h in m.hidden],
                             "weights": {k: v.detach().cpu().clone()
                                         for k, v in m.state_dict().items()}}
                            for m in self.copies]}
@@ -105,11 +104,11 @@ class LaggedCopies:
             self.clear()
 
 
-def _frozen_copy(model: nn.Module) -> nn.Module:
+def _frozen_copy(model: MLP) -> MLP:
     return _freeze(copy.deepcopy(model))
 
 
-def _freeze(model: nn.Module) -> nn.Module:
+def _freeze(model: MLP) -> MLP:
     model.eval()
     model.requires_grad_(False)
     for p in model.parameters():

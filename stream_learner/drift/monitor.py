@@ -207,8 +207,10 @@ class DriftMonitor:
     @property
     def window_events(self) -> float:
         """ADWIN's window width, or the events since the last drift for other detectors."""
-        width = getattr(self.error, "width", None)
-        return float(width) if width is not None else float(self.since_events)
+        # Only ADWIN keeps a window; declared by detector name, not probed.
+        if self.error is not None and detectors.name_of(self.error) == "adwin":
+            return float(self.error.width)
+        return float(self.since_events)
 
     # -- state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

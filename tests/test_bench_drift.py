@@ -198,15 +198,17 @@ def test_drift_bench_seeds_same_run_references_and_one_counting(tmp_path, monkey
 
     monkeypatch.setattr(drift_metrics, "count_detections", spy)
     out = tmp_path / "d.json"
-    assert run_benchmark("drift", out=out, quick=True, seeds=2, streams="sea,phishing",
+    assert run_benchmark("drift", out=out, quick=True, seeds=2, streams="recurring,phishing",
                          configs="adapt,no-adapt,none,arf,logreg", **TINY) == 0
     res = json.loads(out.read_text())
     assert [s["stream_seeds"] for s in res["streams"]] == [[42, 43], None]
     # 2 streams x 2 seeds x (adapt, no-adapt, reference), each raw stream passed once
+    # (the recurring stream has raw detections: the lists are not all empty)
+    assert any(r["detection"]["raw_detections"] for r in res["reference"])
     raws = [r["detection"]["raw_detections"] for r in res["runs"] + res["reference"]
             if r.get("detection")]
     assert len(calls) == 12 and sorted(calls) == sorted(raws)
-    for name in ("sea", "phishing"):
+    for name in ("recurring", "phishing"):
         for config in ("adapt", "no-adapt", "none", "arf", "logreg"):
             rows = sorted((r for r in res["runs"] if r["stream"] == name
                            and r["config"] == config), key=lambda r: r["seed"])

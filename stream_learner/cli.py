@@ -110,7 +110,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .benchmarks import run_benchmark
-    return run_benchmark(args.name, out=args.out, quick=args.quick)
+    if args.seeds is not None and args.name != "drift":
+        raise SystemExit("--seeds: only `bench drift` repeats over seeds")
+    options = {} if args.seeds is None else {"seeds": args.seeds}
+    return run_benchmark(args.name, out=args.out, quick=args.quick, **options)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -176,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", choices=list(BENCHMARKS))
     bench.add_argument("--out", type=Path, default=None)
     bench.add_argument("--quick", action="store_true", help="smaller run for smoke tests")
+    bench.add_argument("--seeds", type=int, default=None, metavar="N",
+                       help="drift: repetitions, every figure mean ± sd (default 3, --quick 1)")
     bench.set_defaults(func=cmd_bench)
     return parser
 

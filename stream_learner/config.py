@@ -19,6 +19,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
                                YamlConfigSettingsSource)
 
+from .extras import MissingExtra, require_installed
+
 ENV_PREFIX = "STREAM_LEARNER_"
 
 
@@ -162,8 +164,15 @@ class StrategySettings(_Section):
     def _known_strategy(cls, v: str) -> str:
         # Light import: avalanche itself loads only when the strategy is built.
         from .strategies.avalanche_backend import PREFIX, SUPPORTED
-        if v in ("naive", "replay", "continual") or (
-                v.startswith(PREFIX) and v[len(PREFIX):] in SUPPORTED):
+        if v in ("naive", "replay", "continual"):
+            return v
+        if v.startswith(PREFIX) and v[len(PREFIX):] in SUPPORTED:
+            # Checked here, at start-up, so a core-only install fails with one line
+            # instead of the learner worker's traceback at the first event.
+            try:
+                require_installed("avalanche", "avalanche")
+            except MissingExtra as exc:
+                raise ValueError(f"{v}: {exc}") from None
             return v
         raise ValueError(f"unknown strategy {v!r}: choose naive, replay, continual or "
                          f"avalanche:<Name> with Name in {', '.join(SUPPORTED)}")

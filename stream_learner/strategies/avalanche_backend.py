@@ -78,6 +78,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..extras import require
 from ..finite import gradients, step_is_finite
 from .base import Batch, StrategyBase, Trainable, UpdateStats
 
@@ -91,6 +92,8 @@ def build(settings: Any, learner: Trainable, avalanche_name: str) -> "AvalancheS
     if avalanche_name not in SUPPORTED:
         raise ValueError(f"unsupported avalanche strategy {avalanche_name!r}; "
                          f"choose one of {', '.join(SUPPORTED)}")
+    # Settings already checked that avalanche is installed; this import is the slow one.
+    require("avalanche", "avalanche.training")
     return AvalancheStrategy(settings, learner, avalanche_name)
 
 

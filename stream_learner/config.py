@@ -19,6 +19,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
                                YamlConfigSettingsSource)
 
+from .extras import MissingExtra, require_installed
+
 ENV_PREFIX = "STREAM_LEARNER_"
 
 
@@ -96,9 +98,14 @@ class ModelSettings(_Section):
                            "used while the stream leaves the learner idle: spare compute "
                            "becomes more, smaller steps. See learn_budget.")
     max_step_size: int = Field(256, ge=1, description="The most new events per gradient step: "
-                               "under backlog (full micro-batches) or over learn_budget the "
-                               "step size doubles up to this, so the learner catches up at "
-                               "full rate. Equal to step_size: a fixed step size.")
+                               "a backlog that step_size cannot clear within "
+                               "catch_up_seconds, or learning over learn_budget, grows the "
+                               "step size up to this. Equal to step_size: a fixed step size.")
+    catch_up_seconds: float = Field(300.0, gt=0, description="Under backlog (full "
+                                    "micro-batches) the step stays at step_size while the "
+                                    "consumer lag divided by the learner's measured rate at "
+                                    "step_size is at most this; beyond it, the step grows by "
+                                    "the power of two that clears the lag in time.")
     learn_budget: float = Field(0.5, gt=0, le=1, description="Share of wall time the learner "
                                 "may spend learning; the step size shrinks while it spends "
                                 "less than budget/2.5 and grows above the budget.")
@@ -162,8 +169,15 @@ class StrategySettings(_Section):
     def _known_strategy(cls, v: str) -> str:
         # Light import: avalanche itself loads only when the strategy is built.
         from .strategies.avalanche_backend import PREFIX, SUPPORTED
-        if v in ("naive", "replay", "continual") or (
-                v.startswith(PREFIX) and v[len(PREFIX):] in SUPPORTED):
+        if v in ("naive", "replay", "continual"):
+            return v
+        if v.startswith(PREFIX) and v[len(PREFIX):] in SUPPORTED:
+            # Checked here, at start-up, so a core-only install fails with one line
+            # instead of the learner worker's traceback at the first event.
+            try:
+                require_installed("avalanche", "avalanche")
+            except MissingExtra as exc:
+                raise ValueError(f"{v}: {exc}") from None
             return v
         raise ValueError(f"unknown strategy {v!r}: choose naive, replay, continual or "
                          f"avalanche:<Name> with Name in {', '.join(SUPPORTED)}")

@@ -314,7 +314,8 @@ class Daemon:
         n_labeled = int(labeled.sum())
         if n_labeled:
             step = self.accounting.pacer.update(
-                backlogged=len(records) >= self.settings.batch.size, now=time.monotonic())
+                backlogged=len(records) >= self.settings.batch.size, now=time.monotonic(),
+                lag=self.positions.lag_total)
             self.metrics.step_size.set(step)
             if n_labeled == labeled.size:
                 x, labels, ts, rows = batch.x, batch.labels, batch.ts, batch.index

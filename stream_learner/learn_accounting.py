@@ -27,7 +27,8 @@ class LearnAccounting:
         self.accuracy = PrequentialAccuracy(settings.metrics.rolling_window)
         self.loss = RollingMean(half_life=settings.metrics.rolling_window)
         m = settings.model
-        self.pacer = StepPacer(m.step_size, m.max_step_size, m.learn_budget, time.monotonic())
+        self.pacer = StepPacer(m.step_size, m.max_step_size, m.learn_budget, time.monotonic(),
+                               catch_up_seconds=m.catch_up_seconds)
         metrics.step_size.set(self.pacer.value)
         self.forgetting = 0.0                   # last reported by the learner's probes
         self.drift: DriftReport | None = None   # last reported by the learner
@@ -41,7 +42,7 @@ class LearnAccounting:
         self.counters.learned += n
         self.metrics.events_learned.inc(n)
         self.metrics.update_duration.observe(result.seconds)
-        self.pacer.learned(result.seconds)
+        self.pacer.learned(result.seconds, n)
         m = self.metrics
         if result.held_out:
             self.counters.held_out += result.held_out

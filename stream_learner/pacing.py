@@ -2,15 +2,19 @@
 
 A learner that keeps up with its stream has compute to spare, and more, smaller steps
 turn it into accuracy: on the drifting streams of ``bench drift``, 8 events per step
-instead of 256 is worth 1-27 points.  A learner that is behind must catch up, and big
-steps are several times cheaper per event.  So the step size follows two signals:
+instead of 256 is worth 1-27 points.  A learner that is behind must catch up, but only as
+fast as it has to: doubling on every full batch cost accuracy on a backlog the small step
+would have cleared in minutes.  So the step size follows two signals:
 
-* a full micro-batch: the log held at least that many unread events (backlog): double;
-* the learner's busy share of wall time over the last second (``model.learn_budget``):
-  above the budget, double; below ``budget / 2.5``, halve (halving roughly doubles the
-  cost, so the margin keeps the size from flapping).
+* a full micro-batch (backlog): :func:`catch_up_step` -- the smallest step that clears
+  the consumer lag within ``model.catch_up_seconds`` at the learner's measured rate at
+  the small step (``model.step_size``), a power of two times it, at most the largest;
+* otherwise the learner's busy share of wall time over the last second
+  (``model.learn_budget``): above the budget, double; below ``budget / 2.5``, halve
+  (halving roughly doubles the cost, so the margin keeps the size from flapping).
 
-It starts at the largest size, so a daemon that restarts behind catches up first.
+It starts at the largest size (a fresh daemon has no rate yet); the first full batch
+measures the small step.
 
 >>> pacer = StepPacer(8, 256, budget=0.5)
 >>> pacer.value
@@ -20,8 +24,14 @@ It starts at the largest size, so a daemon that restarts behind catches up first
 ...     _ = pacer.update(backlogged=False, now=float(t))
 >>> pacer.value
 16
->>> pacer.update(backlogged=True, now=4.5)
-32
+>>> pacer.learned(0.01, events=100)      # 10,000 events/s at step 16, not the small one
+>>> pacer.update(backlogged=True, now=4.5, lag=5_000_000)   # no rate at 8 yet: measure it
+8
+>>> pacer.learned(0.01, events=100)      # 10,000 events/s at step 8
+>>> pacer.update(backlogged=True, now=4.6, lag=5_000_000)   # 500 s at 8: needs 2x
+16
+>>> catch_up_step(lag=2_000_000, rate_small=10_000, low=8, high=256, catch_up_seconds=300)
+8
 """
 
 from __future__ import annotations
@@ -31,25 +41,59 @@ WINDOW_S = 1.0
 HYSTERESIS = 2.5
 
 
-class StepPacer:
-    """The daemon's step size: doubled under backlog or over budget, halved when idle."""
+RATE_SMOOTHING = 0.2
+"""Weight of the newest batch in the smoothed small-step rate (one slow batch, e.g. a
+checkpoint pause, should not make the pacer jump)."""
 
-    def __init__(self, low: int, high: int, budget: float = 0.5, now: float = 0.0) -> None:
+
+def catch_up_step(lag: int, rate_small: float, low: int, high: int,
+                  catch_up_seconds: float) -> int:
+    """Step size under backlog: ``low`` while ``lag / rate_small <= catch_up_seconds``.
+
+    Otherwise the factor the rate must grow by (``lag / catch_up_seconds / rate_small``),
+    rounded up to a power of two, times ``low``, capped at ``high``. A bigger step is
+    assumed to speed the learner up in proportion at most, so this is the least growth
+    that can clear the lag in time. ``rate_small`` <= 0 (not measured yet): ``low``.
+    """
+    if rate_small <= 0 or lag <= rate_small * catch_up_seconds:
+        return low
+    factor = lag / (catch_up_seconds * rate_small)
+    step = low
+    while step < high and step < low * factor:
+        step *= 2
+    return min(step, high)
+
+
+class StepPacer:
+    """The daemon's step size: just enough to clear a backlog in time, else the budget."""
+
+    def __init__(self, low: int, high: int, budget: float = 0.5, now: float = 0.0,
+                 catch_up_seconds: float = 300.0) -> None:
         if not 1 <= low <= high:
             raise ValueError(f"need 1 <= low <= high, got {low}, {high}")
         self.low, self.high, self.budget = low, high, budget
+        self.catch_up_seconds = catch_up_seconds
         self.value = high
+        self.rate_small = 0.0     # smoothed events/s at step ``low``; 0 = not measured
         self._busy = 0.0          # learner seconds reported since the window opened
         self._since = now
 
-    def learned(self, seconds: float) -> None:
-        """The learner spent ``seconds`` on a batch."""
+    def learned(self, seconds: float, events: int = 0) -> None:
+        """The learner spent ``seconds`` on a batch of ``events``."""
         self._busy += seconds
+        # Results come back in order, right after the step size they were sent with, so
+        # the current value is (near enough) the one this batch used.
+        if self.value == self.low and events > 0 and seconds > 0:
+            rate = events / seconds
+            self.rate_small = rate if self.rate_small == 0 else (
+                (1 - RATE_SMOOTHING) * self.rate_small + RATE_SMOOTHING * rate)
 
-    def update(self, backlogged: bool, now: float) -> int:
-        """The step size for the next batch; ``now`` is a monotonic clock in seconds."""
+    def update(self, backlogged: bool, now: float, lag: int = 0) -> int:
+        """The step size for the next batch; ``now`` is a monotonic clock in seconds,
+        ``lag`` the events the consumer is behind the log's end."""
         if backlogged:
-            self._grow()
+            self.value = catch_up_step(lag, self.rate_small, self.low, self.high,
+                                       self.catch_up_seconds)
             self._open(now)
             return self.value
         elapsed = now - self._since

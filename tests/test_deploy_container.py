@@ -470,7 +470,9 @@ def test_copied_sources_build_the_whole_package(tmp_path: Path) -> None:
 
 
 def pyproject_pins() -> dict[str, str]:
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    # The image installs the core plus [avalanche] (torchvision's pin lives there).
+    deps = project["dependencies"] + project["optional-dependencies"]["avalanche"]
     pins: dict[str, str] = {}
     for dep in deps:
         m = re.fullmatch(r"([\w.-]+)==([\w.+]+)", dep.strip())

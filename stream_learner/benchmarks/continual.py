@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ModelSettings
+from ..extras import require_installed
 from ..strategies.continual import META_NAMES, PLUGIN_NAMES
 from .common import apply_options, machine_info, progress, write_and_report
 
@@ -115,6 +116,9 @@ class ContinualConfig:
         bad = [c for c in cfg.configs if c.startswith(PREFIX) and c[len(PREFIX):] not in SUPPORTED]
         if bad:
             raise ValueError(f"unknown configurations {bad}")
+        if any(c.startswith(PREFIX) for c in cfg.configs):
+            # The default compares against avalanche; [bench] installs it, [avalanche] too.
+            require_installed("avalanche", "avalanche")
         for c in cfg.configs:
             if c not in ("naive", "replay", RECOMMENDED) and not c.startswith(PREFIX):
                 parse_composite(c)

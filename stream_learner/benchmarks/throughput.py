@@ -438,26 +438,38 @@ def core_settings(strategy: str) -> Any:
     return Settings(probes={"per_class": 0}, **strategy_sections(strategy))
 
 
-def learner_core(X: np.ndarray, y: np.ndarray, strategy: str,
-                 batch_size: int) -> tuple[dict[str, Any], np.ndarray]:
+def learner_core(X: np.ndarray, y: np.ndarray, strategy: str, batch_size: int,
+                 paced: bool = False) -> tuple[dict[str, Any], np.ndarray]:
     """The daemon's learner steps (``Learner.observe``: test, drift detection and
-    adaptation, train) without Kafka or JSON."""
+    adaptation, train) without Kafka or JSON.
+
+    ``paced``: the step size the daemon's pacer picks for this stream as a backlog (the
+    lag is the events not yet learned); otherwise the largest, the fastest rate.
+    """
     from ..evaluation import PrequentialAccuracy
     from ..learner import Learner
+    from ..pacing import StepPacer
 
     settings = core_settings(strategy)
     learner = Learner(settings)
-    # The daemon's step size under backlog, which is what a rate measurement is.
-    learner.step_size = settings.model.max_step_size
+    m = settings.model
+    pacer = StepPacer(m.step_size, m.max_step_size, m.learn_budget, time.perf_counter(),
+                      catch_up_seconds=m.catch_up_seconds)
+    learner.step_size = m.max_step_size
     acc = PrequentialAccuracy(settings.metrics.rolling_window)
     labels = y.tolist()
     n = X.shape[0]
     hits = np.zeros(n, dtype=bool)
     t0 = time.perf_counter()
     for i in range(0, n, batch_size):
+        if paced:
+            learner.step_size = pacer.update(backlogged=True, now=time.perf_counter(),
+                                             lag=n - i)
         x = learner.to_tensor(X[i:i + batch_size])
         yt = learner.encode_labels(labels[i:i + batch_size])
+        t_batch = time.perf_counter()
         _, pred, _ = learner.observe(x, yt)
+        pacer.learned(time.perf_counter() - t_batch, int(yt.shape[0]))
         yn, pn = yt.cpu().numpy(), pred.cpu().numpy()
         acc.update(yn, pn)
         hits[i:i + yn.shape[0]] = yn == pn
@@ -696,7 +708,8 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
         kk = cfg.accuracy_events
         progress(f"{stream}: generating {kk} events")
         Xs, ys = take(stream, kk, seed=cfg.seed)
-        core, _ = learner_core(Xs, ys, "replay", cfg.batch_sizes[0])
+        # Paced: the accuracy the daemon reaches on this stream as a backlog.
+        core, _ = learner_core(Xs, ys, "replay", cfg.batch_sizes[0], paced=True)
         fnames = feature_names(stream)
         arf_row, arf_h = river_run(arf_name, _arf, stream, Xs, ys, fnames, meter)
         lr_row, lr_h = river_run(lr_name, _logreg, stream, Xs, ys, fnames, meter)

@@ -81,6 +81,7 @@ from .avalanche_buffers import (dump_balanced, dump_reservoir, load_balanced,
                                 load_reservoir, pad_der_logits, tensor_dataset)
 from .avalanche_plugins import finite_ewc, reservoir_agem, stats_plugin
 from .avalanche_shim import skip_ffcv_probe, template_class
+from ..extras import require
 from .base import Batch, StrategyBase, Trainable, UpdateStats
 
 SUPPORTED: tuple[str, ...] = ("Naive", "Replay", "EWC", "AGEM", "MER", "ER_ACE", "DER", "MIR")
@@ -93,6 +94,8 @@ def build(settings: Any, learner: Trainable, avalanche_name: str) -> "AvalancheS
     if avalanche_name not in SUPPORTED:
         raise ValueError(f"unsupported avalanche strategy {avalanche_name!r}; "
                          f"choose one of {', '.join(SUPPORTED)}")
+    # Settings already checked that avalanche is installed; this import is the slow one.
+    require("avalanche", "avalanche.training")
     return AvalancheStrategy(settings, learner, avalanche_name)
 
 

@@ -176,3 +176,25 @@ def test_periodic_export_versions_and_prunes(trained: tuple[Learner, Path], tmp_
 def test_periodic_export_is_off_by_default() -> None:
     exporter = PeriodicExporter(ExportSettings(), Metrics(CollectorRegistry()).model_exports)
     assert not exporter.due(1e12)
+
+
+def test_the_core_does_not_import_onnx() -> None:
+    code = ("import sys, stream_learner.daemon, stream_learner.cli, "
+            "stream_learner.checkpoint_coordinator; print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('onnx', 'onnxruntime')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
+def test_missing_onnx_names_the_extra(trained: tuple[Learner, Path], tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    _, ckpt = trained
+    monkeypatch.setitem(sys.modules, "onnx", None)     # None: "import onnx" fails
+    for name in ("stream_learner.export.layout", "stream_learner.export.graph"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert _export(ckpt, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err == ("stream-learner: error: export needs onnx: pip install "
+                   "'stream-learner[export]' (onnx is missing)\n")

@@ -71,8 +71,12 @@ def read_checkpoint(path: str | Path) -> ModelArrays:
             state = load_checkpoint_file(p)
         except FileNotFoundError:
             raise ExportError(f"no such checkpoint: {p}") from None
-        except Exception as exc:  # noqa: BLE001 - torch's unpickler raises many types
+        except (CorruptCheckpoint, OSError) as exc:
             raise ExportError(f"{p} is not a valid checkpoint: {_short(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - torch's unpickler raises many types
+            # Not torch's text: it suggests weights_only=False, which is never safe here.
+            raise ExportError(f"{p} is not a valid checkpoint: not a torch file this code "
+                              f"wrote ({type(exc).__name__})") from None
     try:
         return from_state(state, p.name)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:

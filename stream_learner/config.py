@@ -391,9 +391,9 @@ class ExportSettings(_Section):
                                  "[export] extra, docs/export.md).")
     dir: Path = Field(Path("exports"), description="Directory of the periodic exports.")
     layout: Literal["plain", "triton"] = Field("plain", description="plain: "
-                                               "<dir>/<version>/model.onnx; triton: "
-                                               "<dir>/<name>/<version>/model.onnx and "
-                                               "config.pbtxt.")
+                                               "DIR/VERSION/model.onnx; triton: "
+                                               "DIR/NAME/VERSION/model.onnx and "
+                                               "DIR/NAME/config.pbtxt.")
     name: str = Field("stream_learner", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
                       description="Model name (triton layout).")
     keep: int = Field(3, ge=1, description="How many export versions to keep.")

@@ -66,8 +66,9 @@ def test_onnx_agrees_with_the_daemon(trained: tuple[Learner, Path], tmp_path: Pa
                                    providers=["CPUExecutionProvider"])
     proba, index = session.run(["probabilities", "label_index"], {"features": x})
     idx, p = learner.predict_indices(learner.to_tensor(x))
+    assert learner.model is not None
     with torch.inference_mode():
-        want = torch.softmax(learner.model(learner.to_tensor(x)), dim=1).numpy()  # type: ignore[misc]
+        want = torch.softmax(learner.model(learner.to_tensor(x)), dim=1).numpy()
     assert index.dtype == np.int64 and index.shape == (EVAL,)
     assert proba.shape == (EVAL, len(NAMES))
     assert (index == idx.numpy()).sum() == EVAL

@@ -31,7 +31,8 @@ class ExportError(ValueError):
 class ModelArrays:
     mean: np.ndarray                         # float32 [n_features]
     std: np.ndarray                          # float32 [n_features]
-    layers: tuple[tuple[np.ndarray, np.ndarray], ...]   # (weight [out, in], bias [out]); last is the head
+    # (weight [out, in], bias [out]) per Linear, in order; the last is the head.
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...]
     labels: tuple[Any, ...]
     feature_names: tuple[str, ...] | None
     events_learned: int

@@ -111,27 +111,41 @@ class CheckpointStore:
         """The newest checkpoint that loads and passes :func:`validate_checkpoint` and
         ``validate``; corrupt ones are skipped with one warning each and listed in
         :attr:`skipped` (the caller must not trust what only those had committed)."""
+        found = self.latest(validate)
+        return None if found is None else found[1]
+
+    def latest(self, validate: Callable[[dict[str, Any]], None] | None = None
+               ) -> tuple[Path, dict[str, Any]] | None:
+        """:meth:`load_latest`, with the file it chose (the exporter names it)."""
         self.skipped = []
         for path in reversed(self.paths()):
             try:
-                blob = torch.load(path, map_location="cpu", weights_only=True)
-                if not isinstance(blob, dict):
-                    raise CorruptCheckpoint(f"file holds a {type(blob).__name__}, not a dict")
-                if blob.get("format") != FORMAT_VERSION:
-                    raise CorruptCheckpoint(f"unknown checkpoint format {blob.get('format')!r:.40}")
-                validate_checkpoint(blob["state"])
+                state = load_checkpoint_file(path)
                 if validate is not None:
-                    validate(blob["state"])
+                    validate(state)
                 log.info("restored checkpoint %s", path)
-                return blob["state"]
+                return path, state
             except Exception as exc:  # noqa: BLE001 - any unreadable file means "try older"
                 log.warning("checkpoint %s is unreadable (%s); trying an older one", path,
-                            _one_line(exc))
+                            one_line(exc))
                 self.skipped.append(path)
         return None
 
 
-def _one_line(exc: BaseException, limit: int = 300) -> str:
+def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    """One checkpoint file's state: ``weights_only`` load, format check and
+    :func:`validate_checkpoint`; raises (:class:`CorruptCheckpoint`, torch's or the OS's
+    error) when it is not a state this code wrote."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict):
+        raise CorruptCheckpoint(f"file holds a {type(blob).__name__}, not a dict")
+    if blob.get("format") != FORMAT_VERSION:
+        raise CorruptCheckpoint(f"unknown checkpoint format {blob.get('format')!r:.40}")
+    validate_checkpoint(blob["state"])
+    return blob["state"]
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
     """The reason on one line of bounded length (torch's shape errors span many lines;
     a hostile file chooses its error text)."""
     text = " ".join(str(exc).split())

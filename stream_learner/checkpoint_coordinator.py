@@ -23,6 +23,7 @@ from kafka.structs import OffsetAndMetadata
 from .checkpoint import CheckpointStore
 from .config import Settings
 from .consumer_side import ConsumerSide
+from .export.periodic import PeriodicExporter
 from .metrics import Health, Metrics
 from .output_sink import OutputSink
 from .save_failures import SaveFailures
@@ -51,6 +52,7 @@ class CheckpointCoordinator:
         self.last_checkpoint_path: str | None = None
         self.last_checkpoint_time = time.time()
         self.since_checkpoint = 0          # events consumed since the last saved checkpoint
+        self.exporter = PeriodicExporter(settings.export, metrics.model_exports)
 
     def consumed(self, n: int) -> None:
         self.since_checkpoint += n
@@ -87,6 +89,9 @@ class CheckpointCoordinator:
             self.commit(commit)
         self.metrics.checkpoint_duration.observe(time.perf_counter() - t0)
         self.metrics.checkpoint_last_success.set(self.last_checkpoint_time)
+        # After save and commit: an export is a copy of a checkpoint already delivered,
+        # so it can neither reorder nor delay the delivery steps; it never raises.
+        self.exporter.after_checkpoint(self.last_checkpoint_path)
         return True
 
     def commit(self, mode: CommitMode) -> Any:

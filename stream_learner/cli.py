@@ -1,4 +1,4 @@
-"""Console script ``stream-learner``: run, demo, produce, broker, bench."""
+"""Console script ``stream-learner``: run, demo, produce, broker, export, bench."""
 
 from __future__ import annotations
 
@@ -123,6 +123,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_benchmark(args.name, out=args.out, quick=args.quick, **options)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from .export.layout import write
+    except ImportError as exc:
+        return _fail(f"export needs onnx: pip install 'stream-learner[export]' ({exc.name} "
+                     "is missing)")
+    from .export.source import read_checkpoint
+    try:
+        arrays = read_checkpoint(args.checkpoint)
+        path = write(arrays, args.out, args.layout, args.name, args.version)
+    except (ValueError, OSError) as exc:      # ExportError is a ValueError
+        return _fail(_one_line(exc))
+    print(f"wrote {path} ({arrays.n_features} features, {arrays.n_classes} classes, "
+          f"{arrays.events_learned} events learned, from {arrays.checkpoint})")
+    return 0
+
+
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
@@ -181,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--name", required=True, help="peer id; peers allowlist NAME.pub")
     gen.add_argument("--out", type=Path, default=Path("."), help="directory (default: .)")
     gen.set_defaults(func=cmd_keys_generate)
+
+    exp = sub.add_parser("export", help="export a checkpoint's model to ONNX (docs/export.md)")
+    exp.add_argument("--checkpoint", type=Path, required=True,
+                     help="checkpoint file, or a directory (its newest valid checkpoint)")
+    exp.add_argument("--out", type=Path, required=True, help="output directory")
+    exp.add_argument("--layout", choices=["plain", "triton"], default="plain")
+    exp.add_argument("--name", default="stream_learner", help="model name (triton layout)")
+    exp.add_argument("--version", type=int, default=None,
+                     help="model version (triton layout; default: newest + 1)")
+    exp.set_defaults(func=cmd_export)
 
     bench = sub.add_parser("bench", help="run a benchmark; prints a table, writes JSON")
     bench.add_argument("name", choices=list(BENCHMARKS))

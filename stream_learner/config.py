@@ -399,6 +399,20 @@ class CheckpointSettings(_Section):
                                          "full, readiness fails and consumption pauses.")
 
 
+class ExportSettings(_Section):
+    every_seconds: float = Field(0.0, ge=0, description="Export the model to ONNX after a "
+                                 "checkpoint at most this often (0: never; needs the "
+                                 "[export] extra, docs/export.md).")
+    dir: Path = Field(Path("exports"), description="Directory of the periodic exports.")
+    layout: Literal["plain", "triton"] = Field("plain", description="plain: "
+                                               "DIR/VERSION/model.onnx; triton: "
+                                               "DIR/NAME/VERSION/model.onnx and "
+                                               "DIR/NAME/config.pbtxt.")
+    name: str = Field("stream_learner", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                      description="Model name (triton layout).")
+    keep: int = Field(3, ge=1, description="How many export versions to keep.")
+
+
 class MetricsSettings(_Section):
     host: str = Field("0.0.0.0", description="Bind address of /metrics, /healthz, /readyz: "
                       "every interface by default, so a remote Prometheus and the kubelet's "
@@ -444,6 +458,7 @@ class Settings(BaseSettings):
     adapt: AdaptSettings = AdaptSettings()
     federation: FederationSettings = FederationSettings()
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)  # env read per load
+    export: ExportSettings = ExportSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 

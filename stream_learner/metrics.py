@@ -144,6 +144,11 @@ class Metrics:
             registry=r)
         for reason in CHECKPOINT_FAILURE_REASONS:
             self.checkpoint_failures.labels(reason)
+        self.model_exports = Counter(p + "model_exports_total", "Periodic ONNX model "
+                                     "exports (export.every_seconds), by outcome (ok, failed).",
+                                     ["outcome"], registry=r)
+        for outcome in ("ok", "failed"):
+            self.model_exports.labels(outcome)
         self.checkpoint_duration = Histogram(p + "checkpoint_duration_seconds",
                                              "Time to write a checkpoint and commit offsets.",
                                              registry=r)

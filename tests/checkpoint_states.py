@@ -38,6 +38,11 @@ def daemon_state(events: int = 1500, seed: int = 0) -> dict[str, Any]:
         learner.observe(learner.to_tensor(x), learner.encode_labels(y))
     decoder = EventDecoder(None, None, s.kafka.max_event_bytes)
     decoder.n_features = 4
+    return state_of(s, learner, decoder, events)
+
+
+def state_of(s: Settings, learner: Learner, decoder: EventDecoder, events: int) -> dict[str, Any]:
+    """``Daemon.state_dict``'s layout around a trained learner."""
     return {"version": "test", "created": time.time(), "learner": learner.state_dict(),
             "decoder": decoder.state_dict(),
             "accuracy": PrequentialAccuracy(s.metrics.rolling_window).state_dict(),

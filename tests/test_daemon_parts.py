@@ -94,9 +94,10 @@ def test_after_a_fallback_the_commit_does_not_move_us_forward(
     assert not positions.replay_from_checkpoint    # only the first assignment replays
 
 
-def _coordinator(tmp_path: Path, acknowledges: bool, order: list[str]
+def _coordinator(tmp_path: Path, acknowledges: bool, order: list[str],
+                 export: dict[str, Any] | None = None
                  ) -> tuple[CheckpointCoordinator, FakeConsumer, CheckpointStore]:
-    settings = Settings(checkpoint={"dir": tmp_path})
+    settings = Settings(checkpoint={"dir": tmp_path}, export=export or {})
     metrics = Metrics()
     sink = OutputSink(settings, metrics, Counters())
     sink.producer = FakeProducer(acknowledges)  # type: ignore[assignment]
@@ -126,6 +127,32 @@ def test_checkpoint_drains_flushes_saves_then_commits(tmp_path: Path) -> None:
     assert consumer.commits == [{TP: OffsetAndMetadata(7, "", -1)}]
     loaded = store.load_latest()
     assert loaded is not None and loaded["offsets"] == {TP.topic: {TP.partition: 7}}
+
+
+def test_the_periodic_export_runs_after_the_commit_and_a_failure_is_counted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    order: list[str] = []
+    coordinator, consumer, store = _coordinator(
+        tmp_path, acknowledges=True, order=order,
+        export={"every_seconds": 1e-9, "dir": tmp_path / "exports"})
+    exporter = coordinator.exporter
+    real = exporter.after_checkpoint
+
+    def recording(path: str) -> bool:
+        order.append(f"export after {len(consumer.commits)} commit(s) of {Path(path).name}")
+        return real(path)
+
+    exporter.after_checkpoint = recording  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING):
+        assert coordinator.checkpoint(commit="sync")
+    saved = store.paths()[-1].name
+    assert order == ["drain", "save", f"export after 1 commit(s) of {saved}"]
+    # This snapshot holds no model: the export fails, is logged once, and the checkpoint
+    # (and its commit) stand.
+    failed = coordinator.metrics.registry.get_sample_value(
+        "stream_learner_model_exports_total", {"outcome": "failed"})
+    assert failed == 1.0 and caplog.text.count("model export of") == 1
+    assert consumer.commits == [{TP: OffsetAndMetadata(7, "", -1)}]
 
 
 def test_an_unacknowledged_flush_defers_the_checkpoint_and_the_commit(

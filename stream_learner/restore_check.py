@@ -46,7 +46,7 @@ def _trial(settings: Settings, state: dict[str, Any]) -> None:
     # Imported here: the daemon imports this module.
     from .daemon import Counters
     from .evaluation import PrequentialAccuracy, RollingMean
-    from .events import EventDecoder
+    from .events import EventDecoder, Limits
     from .learner import Learner
     from .lineage import Lineage
 
@@ -72,6 +72,10 @@ def _trial(settings: Settings, state: dict[str, Any]) -> None:
     PrequentialAccuracy(settings.metrics.rolling_window).load_state_dict(state["accuracy"])
     RollingMean(half_life=settings.metrics.rolling_window).load_state_dict(state["loss"])
     Counters().load_state_dict(state["counters"])
+    if "labels" in state:         # older checkpoints have none
+        from .label_side import LabelSide
+        from .metrics import Metrics
+        LabelSide(settings, Metrics().labels, Limits()).load_state_dict(state["labels"])
 
 
 def _check_offsets(offsets: Any) -> None:

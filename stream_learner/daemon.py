@@ -339,7 +339,8 @@ class Daemon:
             kept = self.labels.keep(records, batch, rows, seq)
             self.learner.submit_predict(
                 batch.x[rows], ctx=(ids, [r.key for r in unlabeled],
-                                    [(r.topic, r.partition, r.offset) for r in unlabeled], kept))
+                                    [(r.topic, r.partition, r.offset) for r in unlabeled], kept),
+                top_k=self.settings.kafka.predictions_top_k)
         if label_events:
             self._join(label_events, seq)
         by_partition: dict[tuple[str, int], list[int]] = {}

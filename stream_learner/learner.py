@@ -108,6 +108,18 @@ class Learner:
         p, idx = proba.max(dim=1)
         return idx, p
 
+    @torch.inference_mode()
+    def predict_top(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` likeliest class indices per row and their probabilities, best first;
+        fewer columns while fewer classes are known (none: zero columns)."""
+        if self.model is None or self.model.n_classes == 0:
+            n = x.shape[0]
+            return (torch.empty((n, 0), dtype=torch.int64, device=x.device),
+                    torch.empty((n, 0), device=x.device))
+        proba = torch.softmax(self.model(x), dim=1)
+        p, idx = proba.topk(min(k, proba.shape[1]), dim=1)
+        return idx, p
+
     def predict(self, x: np.ndarray) -> tuple[list[Label | None], list[float]]:
         idx, p = self.predict_indices(self.to_tensor(x))
         labels = self.labels.labels

@@ -97,6 +97,8 @@ class Predicted:
     idx: np.ndarray        # class indices (-1: no class known yet)
     proba: np.ndarray
     drift: DriftReport | None = None   # input drift sees unlabeled events too
+    top_idx: np.ndarray | None = None  # [n, <=k] with kafka.predictions_top_k > 1
+    top_proba: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class LearnRequest:
 @dataclass(frozen=True)
 class PredictRequest:
     x: np.ndarray
+    top_k: int = 1
 
 
 @dataclass(frozen=True)
@@ -267,13 +270,16 @@ class _Core:
         match request:
             case LearnRequest():
                 result: Result | CallResult = self._learn(request)
-            case PredictRequest(x=x_np):
+            case PredictRequest(x=x_np, top_k=top_k):
                 lrn = self.learner
                 x = lrn.to_tensor(x_np)
                 idx, proba = lrn.predict_indices(x)
+                top = lrn.predict_top(x, top_k) if top_k > 1 else None
                 result = Predicted(idx=idx.cpu().numpy(), proba=proba.cpu().numpy(),
                                    drift=lrn.drift.report() if lrn.drift.observe_inputs(x)
-                                   else None)
+                                   else None,
+                                   top_idx=None if top is None else top[0].cpu().numpy(),
+                                   top_proba=None if top is None else top[1].cpu().numpy())
             case FederateRequest(peers=peers):
                 # Snapshot first: what we publish is our own learning, not the peers' echo.
                 fed = self.learner.federated
@@ -342,7 +348,7 @@ class LearnerHost(Protocol):
     def submit_learn(self, x: np.ndarray, labels: Sequence[Label], ctx: Any,
                      step_size: int | None = None) -> None: ...
 
-    def submit_predict(self, x: np.ndarray, ctx: Any) -> None: ...
+    def submit_predict(self, x: np.ndarray, ctx: Any, top_k: int = 1) -> None: ...
 
     def submit_federate(self, peers: list[PeerModel], ctx: Any) -> None: ...
 
@@ -395,8 +401,8 @@ class InlineLearner:
                      step_size: int | None = None) -> None:
         self.submit(LearnRequest(x=x, labels=list(labels), step_size=step_size), ctx)
 
-    def submit_predict(self, x: np.ndarray, ctx: Any) -> None:
-        self.submit(PredictRequest(x=x), ctx)
+    def submit_predict(self, x: np.ndarray, ctx: Any, top_k: int = 1) -> None:
+        self.submit(PredictRequest(x=x, top_k=top_k), ctx)
 
     def submit_federate(self, peers: list[PeerModel], ctx: Any) -> None:
         self.submit(FederateRequest(peers=peers), ctx)
@@ -587,8 +593,8 @@ class WorkerLearner:
                      step_size: int | None = None) -> None:
         self.submit(LearnRequest(x=x, labels=list(labels), step_size=step_size), ctx)
 
-    def submit_predict(self, x: np.ndarray, ctx: Any) -> None:
-        self.submit(PredictRequest(x=x), ctx)
+    def submit_predict(self, x: np.ndarray, ctx: Any, top_k: int = 1) -> None:
+        self.submit(PredictRequest(x=x, top_k=top_k), ctx)
 
     def submit_federate(self, peers: list[PeerModel], ctx: Any) -> None:
         self.submit(FederateRequest(peers=peers), ctx)

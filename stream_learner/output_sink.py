@@ -89,7 +89,8 @@ class OutputSink:
         # The checkpoint file's name (its id) is the state this model grew from.
         checkpoint = Path(checkpoint_path).name if checkpoint_path else None
         messages = encode_predictions(ids, result.idx.tolist(), result.proba.tolist(),
-                                      labels, self.counters.learned, checkpoint)
+                                      labels, self.counters.learned, checkpoint,
+                                      result.top_idx, result.top_proba)
         for key, value, source in zip(keys, messages, sources):
             self.producer.send(OutputRecord(topic, value, key, None, source))
         self.counters.predicted += len(ids)

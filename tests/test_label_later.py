@@ -22,7 +22,8 @@ ENV = {"STREAM_LEARNER_PROBES__PER_CLASS": "0",            # no held-out probes:
        # No periodic checkpoints: only SIGTERM takes one, so the kill -9 below replays.
        "STREAM_LEARNER_CHECKPOINT__EVERY_EVENTS": "1000000",
        "STREAM_LEARNER_CHECKPOINT__EVERY_SECONDS": "3600",
-       "STREAM_LEARNER_LABELS__JOIN_WINDOW_SECONDS": str(WINDOW_S)}
+       "STREAM_LEARNER_LABELS__JOIN_WINDOW_SECONDS": str(WINDOW_S),
+       "STREAM_LEARNER_KAFKA__PREDICTIONS_TOP_K": "3"}
 T0 = int(time.time() * 1000)
 
 
@@ -140,5 +141,9 @@ def test_labels_join_exactly_once_across_kill_and_restart(broker, daemons, tmp_p
         doc = json.loads(rec.value)
         assert rec.key == doc["id"].encode()
         assert set(doc) == {"id", "label", "probability", "model_events_learned",
-                            "model_checkpoint"}
+                            "model_checkpoint", "top"}
+        # Top 3 of the 2 classes known: both, best first, the first being the label.
+        assert [t["label"] for t in doc["top"]] in ([0, 1], [1, 0])
+        assert doc["top"][0] == {"label": doc["label"], "probability": doc["probability"]}
+        assert doc["top"][0]["probability"] >= doc["top"][1]["probability"]
     assert CheckpointStore(ckpt).paths()

@@ -79,6 +79,11 @@ class JoinStore:
             evicted.append(CAPACITY)
         return evicted
 
+    @property
+    def width(self) -> int | None:
+        """Features per kept event; None while none is kept."""
+        return next(iter(self._pending.values())).x.shape[0] if self._pending else None
+
     def get(self, event_id: str) -> Pending:
         return self._pending[event_id]
 

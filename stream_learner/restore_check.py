@@ -65,8 +65,8 @@ def _trial(settings: Settings, state: dict[str, Any]) -> None:
         _check_finite("optimizer", [v for s in learner.optimizer.state_dict()["state"].values()
                                     for v in s.values() if torch.is_tensor(v)])
     m = settings.model
-    EventDecoder(m.n_features, m.feature_names,
-                 settings.kafka.max_event_bytes).load_state_dict(state["decoder"])
+    decoder = EventDecoder(m.n_features, m.feature_names, settings.kafka.max_event_bytes)
+    decoder.load_state_dict(state["decoder"])
     if "lineage" in state:
         Lineage().load_state_dict(state["lineage"])
     PrequentialAccuracy(settings.metrics.rolling_window).load_state_dict(state["accuracy"])
@@ -75,7 +75,12 @@ def _trial(settings: Settings, state: dict[str, Any]) -> None:
     if "labels" in state:         # older checkpoints have none
         from .label_side import LabelSide
         from .metrics import Metrics
-        LabelSide(settings, Metrics().labels, Limits()).load_state_dict(state["labels"])
+        side = LabelSide(settings, Metrics().labels, Limits())
+        side.load_state_dict(state["labels"])
+        width = side.store.width
+        if width is not None and width != decoder.n_features:
+            raise CorruptCheckpoint(f"label join store holds {width} features per event, "
+                                    f"the decoder {decoder.n_features}")
 
 
 def _check_offsets(offsets: Any) -> None:

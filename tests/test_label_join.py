@@ -91,3 +91,27 @@ def test_malformed_state_refused(breakage, reason: str) -> None:
     with pytest.raises(ValueError, match=f"label join store: .*{re.escape(reason)}"):
         store.load_state_dict(state)
     assert len(store) == 0     # nothing half-loaded
+
+
+def _daemon_state_with_store(width: int) -> dict:
+    from checkpoint_states import daemon_state, settings
+    from stream_learner.events import Limits
+    from stream_learner.label_side import LabelSide
+    from stream_learner.metrics import Metrics
+    side = LabelSide(settings(), Metrics().labels, Limits())
+    side.store.add("a", np.zeros(width, np.float32), 0, 0)
+    return {**daemon_state(events=256), "labels": side.state_dict()}
+
+
+def test_restore_check_refuses_a_malformed_store() -> None:
+    from checkpoint_states import settings
+    from stream_learner.checkpoint import CorruptCheckpoint
+    from stream_learner.restore_check import check_restorable
+    good = _daemon_state_with_store(4)          # the state's decoder has 4 features
+    check_restorable(settings(), good)
+    bad = copy.deepcopy(good)
+    bad["labels"]["store"]["x"] = torch.zeros(1, 4, dtype=torch.float64)
+    with pytest.raises(CorruptCheckpoint, match="label join store: x is not a float32"):
+        check_restorable(settings(), bad)
+    with pytest.raises(CorruptCheckpoint, match="holds 3 features per event, the decoder 4"):
+        check_restorable(settings(), _daemon_state_with_store(3))

@@ -37,6 +37,8 @@ class KafkaSettings(_Section):
     dlq_topic: str = Field("events.dlq", description="Dead-letter topic for rejected events.")
     predictions_topic: str = Field("events.predictions",
                                    description="Where predictions for `label: null` events go.")
+    predictions_top_k: int = Field(1, ge=1, le=100, description="Above 1, each prediction "
+                                   "record also lists the top-k labels with probabilities.")
     client_id: str = Field("stream-learner", description="Kafka client id.")
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="Where to start when neither a checkpoint nor a commit exists.")
@@ -430,6 +432,17 @@ class MetricsSettings(_Section):
                                               "the answer) within this long is closed.")
 
 
+class LabelSettings(_Section):
+    enabled: bool = Field(True, description="Label-later events: a `label: null` event with "
+                          "an `id` is kept until `{id, label}` arrives, then learned "
+                          "(docs/labels.md). Off: such label events are missing_features.")
+    join_window_seconds: float = Field(3600.0, gt=0, description="How long (in Kafka record "
+                                       "time) a prediction waits for its label; later labels "
+                                       "are label_expired.")
+    max_pending: int = Field(100_000, ge=1, description="Predictions waiting for a label; "
+                             "beyond it the oldest is evicted (reason capacity).")
+
+
 class LogSettings(_Section):
     level: str = Field("INFO", description="Log level of the stream_learner logger.")
     json_format: bool = Field(False, description="Structured JSON log lines on stderr.")
@@ -460,6 +473,7 @@ class Settings(BaseSettings):
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)  # env read per load
     export: ExportSettings = ExportSettings()
     metrics: MetricsSettings = MetricsSettings()
+    labels: LabelSettings = LabelSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

@@ -40,6 +40,7 @@ from .counters import Counters
 from .drift import DriftReport
 from .events import EventDecoder, Limits
 from .kafka_io import Listener, make_consumer
+from .label_side import LabelSide
 from .learn_accounting import LearnAccounting
 from .output_sink import DLQ_MAX_RECORD_BYTES, MAX_PENDING_RECORDS, OutputSink, dlq_copy
 from .federation.transport import Federation
@@ -82,10 +83,12 @@ class Daemon:
                      "(federation.peers or federation.peers_dir) to share updates")
         self.learner: LearnerHost = make_learner_host(settings)
         k, m = settings.kafka, settings.model
-        self.decoder = EventDecoder(m.n_features, m.feature_names, k.max_event_bytes, Limits(
+        limits = Limits(
             max_label_length=m.max_label_length, max_id_length=k.max_id_length,
             max_abs_feature=m.max_abs_feature, max_event_age_seconds=k.max_event_age_seconds,
-            max_event_future_seconds=k.max_event_future_seconds))
+            max_event_future_seconds=k.max_event_future_seconds)
+        self.decoder = EventDecoder(m.n_features, m.feature_names, k.max_event_bytes, limits)
+        self.labels = LabelSide(settings, self.metrics.labels, limits)
         self.counters = Counters()
         self.accounting = LearnAccounting(settings, self.metrics, self.counters)
         # The same objects, named here for the checkpoint and the benchmarks.
@@ -178,6 +181,8 @@ class Daemon:
         self.accuracy.load_state_dict(state["accuracy"])
         self.loss.load_state_dict(state["loss"])
         self.counters.load_state_dict(state["counters"])
+        if "labels" in state:         # older checkpoints have none
+            self.labels.load_state_dict(state["labels"])
         if self.federation is not None:
             self.federation.load_state_dict(state.get("federation"))
         self.metrics.checkpoint_last_success.set(float(state.get("created", 0.0)))
@@ -309,7 +314,9 @@ class Daemon:
     def process(self, records: list[Any]) -> None:
         """Prequential step for one micro-batch: reject, then hand it to the learner."""
         batch = self.decoder.decode([r.value for r in records])
+        label_events = self.labels.take_label_events(records, batch)
         self.sink.dead_letter(records, batch)
+        seq = self.counters.consumed
         labeled = np.fromiter((lab is not None for lab in batch.labels), bool, len(batch.labels))
         n_labeled = int(labeled.sum())
         if n_labeled:
@@ -324,15 +331,19 @@ class Daemon:
                 labels = [lab for lab, m in zip(batch.labels, labeled) if m]
             # The records ride along: the learner may refuse an event (a label beyond
             # model.max_classes), and that one is dead-lettered when its result arrives.
-            self.learner.submit_learn(x, labels, ctx=(ts, records, rows),  # type: ignore[arg-type]
+            self.learner.submit_learn(x, labels, ctx=(ts, records, rows, None),  # type: ignore[arg-type]
                                       step_size=step)
         if n_labeled < labeled.size:
             rows = np.flatnonzero(~labeled)
             ids = [batch.ids[r] for r in rows]
             unlabeled = [records[int(batch.index[r])] for r in rows]
+            kept = self.labels.keep(records, batch, rows, seq)
             self.learner.submit_predict(
                 batch.x[rows], ctx=(ids, [r.key for r in unlabeled],
-                                    [(r.topic, r.partition, r.offset) for r in unlabeled]))
+                                    [(r.topic, r.partition, r.offset) for r in unlabeled], kept),
+                top_k=self.settings.kafka.predictions_top_k)
+        if label_events:
+            self._join(label_events, seq)
         by_partition: dict[tuple[str, int], list[int]] = {}
         for r in records:   # records of one partition are in offset order
             by_partition.setdefault((r.topic, r.partition), []).append(r.offset)
@@ -350,20 +361,40 @@ class Daemon:
         """Account for what the learner finished: metrics, predictions to publish."""
         for ctx, result in results:
             if isinstance(result, Learned):
-                ts, records, rows = ctx
+                ts, records, rows, joined = ctx
                 if result.refused.size:
                     self.sink.dead_letter_refused(result, records, rows)
                     ts = np.delete(ts, result.refused)
                 self.accounting.learned(result, ts)
+                if joined is None:
+                    self.labels.scored_inline(result.y, result.pred)
+                else:     # the served predictions were answered before this batch
+                    self.labels.scored_joined(joined.entries, joined.labels)
             elif isinstance(result, FedRound):
                 assert self.federation is not None
                 self.federation.finish_round(result.snapshot, result.report)
             elif isinstance(result, Predicted):
-                self.sink.publish_predictions(result, self.learner.info.labels, *ctx)
+                ids, keys, sources, kept = ctx
+                self.labels.predicted(kept, result.idx, self.learner.info.labels)
+                self.sink.publish_predictions(result, self.learner.info.labels, ids, keys,
+                                              sources, self.checkpoints.last_checkpoint_path)
                 if result.drift is not None:
                     self.metrics.drift.apply(result.drift)
         if results:
             self._refresh_gauges()
+
+    def _join(self, label_events: list[Any], seq: int) -> None:
+        """Label events: learn those that found their features; dead-letter the rest."""
+        joined = self.labels.join(label_events, seq, self.decoder.n_features or 0)
+        for rec, reason, detail in joined.rejects:
+            self.sink.reject(rec, reason, detail)
+        if joined.labels:
+            # Submitted after this batch's predictions: results come back in order, so
+            # the served prediction of a same-batch id is known when this one returns.
+            self.learner.submit_learn(
+                joined.x, joined.labels, step_size=None,
+                ctx=(np.full(len(joined.labels), np.nan), joined.records,
+                     np.arange(len(joined.labels)), joined))
 
     def _federate(self, federation: Federation) -> None:
         """Read the peers' updates; when a round is due, queue it behind the batches."""
@@ -419,7 +450,7 @@ class Daemon:
                  "learner": self.learner.state_dict(), "decoder": self.decoder.state_dict(),
                  "accuracy": self.accuracy.state_dict(), "loss": self.loss.state_dict(),
                  "counters": self.counters.state_dict(), "offsets": offsets,
-                 "lineage": self.lineage.state_dict()}
+                 "lineage": self.lineage.state_dict(), "labels": self.labels.state_dict()}
         if self.federation is not None:     # peers' last versions: replays stay replays
             state["federation"] = self.federation.state_dict()
         return state

@@ -46,8 +46,14 @@ REJECT_REASONS: tuple[str, ...] = (
 # Not decided here: the learner refuses a label that would add a class beyond
 # model.max_classes, and the daemon dead-letters that event with this reason.
 TOO_MANY_CLASSES = "too_many_classes"
-# Every reason a DLQ record can carry (the decoder's and the learner's).
-DLQ_REASONS: tuple[str, ...] = REJECT_REASONS + (TOO_MANY_CLASSES,)
+# Not decided here either: a label event ({id, label}, no features) that joins no
+# waiting prediction (stream_learner/label_join.py, docs/labels.md).
+UNKNOWN_ID = "unknown_id"
+DUPLICATE_LABEL = "duplicate_label"
+LABEL_EXPIRED = "label_expired"
+JOIN_REASONS: tuple[str, ...] = (UNKNOWN_ID, DUPLICATE_LABEL, LABEL_EXPIRED)
+# Every reason a DLQ record can carry (the decoder's, the learner's, the label join's).
+DLQ_REASONS: tuple[str, ...] = REJECT_REASONS + (TOO_MANY_CLASSES,) + JOIN_REASONS
 
 Label = int | str
 _FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -40,13 +40,16 @@ class LearnerCore:
         match request:
             case LearnRequest():
                 result: Result | CallResult = self._learn(request)
-            case PredictRequest(x=x_np):
+            case PredictRequest(x=x_np, top_k=top_k):
                 lrn = self.learner
                 x = lrn.to_tensor(x_np)
                 idx, proba = lrn.predict_indices(x)
+                top = predict_top(lrn, x, top_k) if top_k > 1 else None
                 result = Predicted(idx=idx.cpu().numpy(), proba=proba.cpu().numpy(),
                                    drift=lrn.drift.report() if lrn.drift.observe_inputs(x)
-                                   else None)
+                                   else None,
+                                   top_idx=None if top is None else top[0].cpu().numpy(),
+                                   top_proba=None if top is None else top[1].cpu().numpy())
             case FederateRequest(peers=peers):
                 # Snapshot first: what we publish is our own learning, not the peers' echo.
                 fed = self.learner.federated
@@ -115,7 +118,7 @@ class LearnerHost(Protocol):
     def submit_learn(self, x: np.ndarray, labels: Sequence[Label], ctx: Any,
                      step_size: int | None = None) -> None: ...
 
-    def submit_predict(self, x: np.ndarray, ctx: Any) -> None: ...
+    def submit_predict(self, x: np.ndarray, ctx: Any, top_k: int = 1) -> None: ...
 
     def submit_federate(self, peers: list[PeerModel], ctx: Any) -> None: ...
 
@@ -168,8 +171,8 @@ class InlineLearner:
                      step_size: int | None = None) -> None:
         self.submit(LearnRequest(x=x, labels=list(labels), step_size=step_size), ctx)
 
-    def submit_predict(self, x: np.ndarray, ctx: Any) -> None:
-        self.submit(PredictRequest(x=x), ctx)
+    def submit_predict(self, x: np.ndarray, ctx: Any, top_k: int = 1) -> None:
+        self.submit(PredictRequest(x=x, top_k=top_k), ctx)
 
     def submit_federate(self, peers: list[PeerModel], ctx: Any) -> None:
         self.submit(FederateRequest(peers=peers), ctx)
@@ -194,3 +197,16 @@ class InlineLearner:
 
     def close(self) -> None:
         pass
+
+
+@torch.inference_mode()
+def predict_top(lrn: Learner, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` likeliest class indices per row and their probabilities, best first;
+    fewer columns while fewer classes are known (none: zero columns)."""
+    if lrn.model is None or lrn.model.n_classes == 0:
+        n = x.shape[0]
+        return (torch.empty((n, 0), dtype=torch.int64, device=x.device),
+                torch.empty((n, 0), device=x.device))
+    proba = torch.softmax(lrn.model(x), dim=1)
+    p, idx = proba.topk(min(k, proba.shape[1]), dim=1)
+    return idx, p

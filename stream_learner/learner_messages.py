@@ -53,6 +53,8 @@ class Predicted:
     idx: np.ndarray        # class indices (-1: no class known yet)
     proba: np.ndarray
     drift: DriftReport | None = None   # input drift sees unlabeled events too
+    top_idx: np.ndarray | None = None  # [n, <=k] with kafka.predictions_top_k > 1
+    top_proba: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class LearnRequest:
 @dataclass(frozen=True)
 class PredictRequest:
     x: np.ndarray
+    top_k: int = 1
 
 
 @dataclass(frozen=True)

@@ -198,8 +198,8 @@ class WorkerLearner:
                      step_size: int | None = None) -> None:
         self.submit(LearnRequest(x=x, labels=list(labels), step_size=step_size), ctx)
 
-    def submit_predict(self, x: np.ndarray, ctx: Any) -> None:
-        self.submit(PredictRequest(x=x), ctx)
+    def submit_predict(self, x: np.ndarray, ctx: Any, top_k: int = 1) -> None:
+        self.submit(PredictRequest(x=x, top_k=top_k), ctx)
 
     def submit_federate(self, peers: list[PeerModel], ctx: Any) -> None:
         self.submit(FederateRequest(peers=peers), ctx)

@@ -24,6 +24,7 @@ from prometheus_client.utils import floatToGoString
 
 from .drift.export import DriftMetrics
 from .federation.export import FederationMetrics
+from .label_metrics import LabelMetrics
 from .events import DLQ_REASONS
 from .outputs import OUTPUT_FAILURE_REASONS
 from .save_failures import CHECKPOINT_FAILURE_REASONS
@@ -172,6 +173,7 @@ class Metrics:
         self.model_info = Info(p + "model", "Strategy and device of the model.", registry=r)
         self.drift = DriftMetrics(r, p)
         self.federation = FederationMetrics(r, p)
+        self.labels = LabelMetrics(r, p, BulkHistogram)
         # process_cpu_seconds_total, process_resident_memory_bytes, process_start_time_seconds
         # (the restart-loop alert watches the last) under the standard names.
         ProcessCollector(registry=r)

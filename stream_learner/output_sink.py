@@ -9,6 +9,7 @@ before a checkpoint.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -81,12 +82,15 @@ class OutputSink:
                   reason, detail)
 
     def publish_predictions(self, result: Predicted, labels: list[str], ids: list[str],
-                            keys: list[bytes | None], sources: list[tuple[str, int, int]]
-                            ) -> None:
+                            keys: list[bytes | None], sources: list[tuple[str, int, int]],
+                            checkpoint_path: str | None = None) -> None:
         assert self.producer is not None
         topic = self.settings.kafka.predictions_topic
+        # The checkpoint file's name (its id) is the state this model grew from.
+        checkpoint = Path(checkpoint_path).name if checkpoint_path else None
         messages = encode_predictions(ids, result.idx.tolist(), result.proba.tolist(),
-                                      labels, self.counters.learned)
+                                      labels, self.counters.learned, checkpoint,
+                                      result.top_idx, result.top_proba)
         for key, value, source in zip(keys, messages, sources):
             self.producer.send(OutputRecord(topic, value, key, None, source))
         self.counters.predicted += len(ids)

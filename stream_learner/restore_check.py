@@ -46,7 +46,7 @@ def _trial(settings: Settings, state: dict[str, Any]) -> None:
     # Imported here: the daemon imports this module.
     from .daemon import Counters
     from .evaluation import PrequentialAccuracy, RollingMean
-    from .events import EventDecoder
+    from .events import EventDecoder, Limits
     from .learner import Learner
     from .lineage import Lineage
 
@@ -65,13 +65,22 @@ def _trial(settings: Settings, state: dict[str, Any]) -> None:
         _check_finite("optimizer", [v for s in learner.optimizer.state_dict()["state"].values()
                                     for v in s.values() if torch.is_tensor(v)])
     m = settings.model
-    EventDecoder(m.n_features, m.feature_names,
-                 settings.kafka.max_event_bytes).load_state_dict(state["decoder"])
+    decoder = EventDecoder(m.n_features, m.feature_names, settings.kafka.max_event_bytes)
+    decoder.load_state_dict(state["decoder"])
     if "lineage" in state:
         Lineage().load_state_dict(state["lineage"])
     PrequentialAccuracy(settings.metrics.rolling_window).load_state_dict(state["accuracy"])
     RollingMean(half_life=settings.metrics.rolling_window).load_state_dict(state["loss"])
     Counters().load_state_dict(state["counters"])
+    if "labels" in state:         # older checkpoints have none
+        from .label_side import LabelSide
+        from .metrics import Metrics
+        side = LabelSide(settings, Metrics().labels, Limits())
+        side.load_state_dict(state["labels"])
+        width = side.store.width
+        if width is not None and width != decoder.n_features:
+            raise CorruptCheckpoint(f"label join store holds {width} features per event, "
+                                    f"the decoder {decoder.n_features}")
 
 
 def _check_offsets(offsets: Any) -> None:

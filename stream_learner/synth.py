@@ -288,7 +288,9 @@ _VARIANTS: dict[str, tuple[_Variant, ...]] = {
         lambda d, r, b: _encoder.encode([b]),  # a valid event, wrapped in an array
     ),
     "missing_features": (
-        lambda d, r, b: _encoder.encode({k: v for k, v in b.items() if k != "features"}),
+        # No id either: {id, label} without features is a label event (docs/labels.md).
+        lambda d, r, b: _encoder.encode({k: v for k, v in b.items()
+                                         if k not in ("features", "id")}),
         lambda d, r, b: b"{}",
     ),
     "empty_features": (

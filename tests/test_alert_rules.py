@@ -41,6 +41,7 @@ ALERTS = {
     "StreamLearnerCheckpointStale",
     "StreamLearnerCheckpointFailing",
     "StreamLearnerFederationRejects",
+    "StreamLearnerLabelJoinsFailing",
     "StreamLearnerRestartLoop",
     "StreamLearnerDown",
 }

@@ -49,7 +49,7 @@ CHAOS_ENV = {"STREAM_LEARNER_CHECKPOINT__EVERY_EVENTS": "700",
 POISON = {"not_json": lambda i: b"{oops " + str(i).encode(),
           "wrong_length": lambda i: _event(i, [1.0, 2.0, 3.0], 1),
           "non_numeric": lambda i: _event(i, [1.0, "x"], 1),
-          "missing_features": lambda i: json.dumps({"id": f"e{i}", "label": 1}).encode()}
+          "missing_features": lambda i: json.dumps({"ref": f"e{i}", "label": 1}).encode()}
 
 
 def _event(i: int, features: list[Any], label: Any) -> bytes:

@@ -56,6 +56,10 @@ ROWS: dict[str, set[str]] = {
                               "stream_learner_checkpoint_last_success_timestamp_seconds",
                               "stream_learner_checkpoint_duration_seconds_bucket",
                               "stream_learner_kafka_errors_total", "stream_learner_ready"},
+    "Labels": {"stream_learner_served_accuracy", "stream_learner_label_joins_total",
+               "stream_learner_label_evictions_total",
+               "stream_learner_label_delay_seconds_bucket",
+               "stream_learner_label_delay_events_bucket", "stream_learner_pending_labels"},
     "Federation": {"stream_learner_federation_rounds_total", "stream_learner_federation_peers",
                    "stream_learner_federation_updates_rejected_total",
                    "stream_learner_federation_sent_bytes_total",
@@ -451,6 +455,8 @@ def expected_unit(expr: str) -> str | None:
     """The unit a query's result is in, where its metric names tell."""
     q = lex(expr)
     metrics = {s.metric for s in q.selectors}
+    if "histogram_quantile" in q.calls and all(m.endswith("_events_bucket") for m in metrics):
+        return "short"      # a histogram of counts (stream_learner_label_delay_events)
     if "histogram_quantile" in q.calls or "time" in q.calls:
         return "s"
     if any("accuracy" in m for m in metrics):

@@ -15,6 +15,7 @@ from stream_learner.config import Settings
 from stream_learner.labels import LabelMap
 from stream_learner.learner import Learner
 from stream_learner.learner_host import InlineLearner, Learned
+from stream_learner.benchmarks.processes import wait_for
 from stream_learner.synth import ensure_topics
 
 from conftest import DaemonProcess, latest_checkpoint, read_topic, unique
@@ -78,8 +79,12 @@ def test_the_daemon_dead_letters_labels_beyond_max_classes(broker, daemons,
                       extra_env={"STREAM_LEARNER_MODEL__MAX_CLASSES": "3"})
     daemons.append(d)
     d.wait_consumed(len(sent))
+    # Consumed counts at poll time; refusals are counted when the worker's learn result
+    # comes back, a moment later on a loaded machine.
+    refused = 'stream_learner_events_rejected_total{reason="too_many_classes"}'
+    wait_for(lambda: d.metric(refused) >= len(junk), 60, f"{len(junk)} refusals")
     metrics = d.metrics()
-    assert metrics['stream_learner_events_rejected_total{reason="too_many_classes"}'] == len(junk)
+    assert metrics[refused] == len(junk)
     assert metrics["stream_learner_model_classes"] == 3
     assert d.terminate() == 0
 

@@ -13,13 +13,16 @@ A crash between any two steps replays events after the checkpoint and skips none
 ``Daemon`` is the facade and the loop; its collaborators each own one concern:
 :mod:`~stream_learner.consumer_side` (positions, assignment checks, lag, pause/resume),
 :mod:`~stream_learner.output_sink` (DLQ copies, predictions, backpressure, flush),
-:mod:`~stream_learner.checkpoint_coordinator` (the order above, commits, save failures) and
-:mod:`~stream_learner.learn_accounting` (accuracy, loss, pacing, the model's gauges).
+:mod:`~stream_learner.checkpoint_coordinator` (the order above, commits, save failures),
+:mod:`~stream_learner.learn_accounting` (accuracy, loss, pacing, the model's gauges),
+:mod:`~stream_learner.group_membership` (connecting, rebalance callbacks, leaving),
+:mod:`~stream_learner.learner_results` (what the learner hands back),
+:mod:`~stream_learner.daemon_state` (what a checkpoint holds; restore) and
+:mod:`~stream_learner.housekeeping` (watchdog, READY/STATUS, once-a-second upkeep).
 """
 
 from __future__ import annotations
 
-import functools
 import gc
 import logging
 import signal
@@ -37,30 +40,46 @@ from .checkpoint_coordinator import CheckpointCoordinator, CommitMode
 from .config import Settings
 from .consumer_side import ConsumerSide
 from .counters import Counters
+from .daemon_state import DaemonState
 from .drift import DriftReport
 from .events import EventDecoder, Limits
-from .kafka_io import Listener, make_consumer
+from .group_membership import GroupMembership
+from .housekeeping import STATUS_EVERY_S, Housekeeping
 from .label_side import LabelSide
 from .learn_accounting import LearnAccounting
+from .learner_results import ResultHandler
 from .output_sink import DLQ_MAX_RECORD_BYTES, MAX_PENDING_RECORDS, OutputSink, dlq_copy
 from .federation.transport import Federation
 from .lineage import Lineage
-from .learner_host import (FedRound, Learned, LearnerHost, Predicted, Result, WorkerLearner,
-                           make_learner_host)
+from .learner_host import LearnerHost, WorkerLearner, make_learner_host
 from .metrics import Health, Metrics, MetricsServer
-from .restore_check import check_restorable
 from .save_failures import SaveFailures
 from .systemd import Notifier
 
 log = logging.getLogger(__name__)
 
-STATUS_EVERY_S = 10.0              # systemd STATUS= line (`systemctl status`) refresh
 # Re-exported: tests and tools import these from here.
 __all__ = ["CommitMode", "Counters", "DLQ_MAX_RECORD_BYTES", "Daemon", "MAX_PENDING_RECORDS",
-           "dlq_copy"]
+           "STATUS_EVERY_S", "dlq_copy"]
+
+
+def _declare_metrics(metrics: Metrics, settings: Settings, learner: LearnerHost) -> None:
+    """The info series and the optional families this configuration exports."""
+    metrics.build_info.info({"version": __version__})
+    metrics.model_info.info({"strategy": settings.strategy.name,
+                             "device": learner.info.device})
+    metrics.drift.declare(settings)
+    metrics.declare_outputs([settings.kafka.dlq_topic, settings.kafka.predictions_topic])
+    if isinstance(learner, WorkerLearner):
+        worker = learner     # narrowed for the lambda, which reads the pid at scrape time
+        metrics.declare_worker(lambda: worker.pid)
+    if learner.info.device.startswith("cuda"):
+        metrics.declare_gpu()
 
 
 class Daemon:
+    """poll → decode → predict → learn → checkpoint → commit, composed from its parts."""
+
     def __init__(self, settings: Settings, metrics: Metrics | None = None,
                  notifier: Notifier | None = None) -> None:
         if not settings.kafka.bootstrap_servers:
@@ -72,8 +91,6 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.health = Health(settings.metrics.stall_seconds)
         self.notifier = notifier or Notifier()
-        self._notified_ready = False
-        self._next_status = 0.0
         # Before the learner worker starts: a bad key file stops start-up with one line.
         self.federation: Federation | None = None
         if settings.federation.enabled:
@@ -97,23 +114,26 @@ class Daemon:
         self.store = CheckpointStore(settings.checkpoint.dir, settings.checkpoint.keep)
         self.positions = ConsumerSide(settings, self.metrics)
         self.sink = OutputSink(settings, self.metrics, self.counters)
+        self.results = ResultHandler(
+            self.metrics, self.learner, self.accounting, self.labels, self.sink,
+            self.federation, self._refresh_gauges,
+            last_checkpoint=lambda: self.checkpoints.last_checkpoint_path)
+        self.parts = DaemonState(
+            settings, self.metrics, self.store, self.learner, self.decoder, self.accuracy,
+            self.loss, self.counters, self.positions, self.lineage, self.labels,
+            self.federation, self._refresh_gauges)
         self.checkpoints = CheckpointCoordinator(
             settings, self.metrics, self.health, self.store, self.sink, self.positions,
-            drain=lambda: self._handle(self.learner.drain()), snapshot=self.state_dict)
+            drain=lambda: self.results.handle(self.learner.drain()), snapshot=self.state_dict)
+        self.housekeeping = Housekeeping(
+            self.metrics, self.health, self.notifier, self.sink, self.positions,
+            self.counters, self.accuracy, self._refresh_gauges)
+        self.membership = GroupMembership(
+            settings, self.metrics, self.positions, self.sink, self.checkpoints,
+            self.federation, self.housekeeping, stopping=lambda: self.stopping)
         self.server: MetricsServer | None = None
         self.stopping = False
-        self._next_housekeeping = 0.0
-        self.metrics.build_info.info({"version": __version__})
-        self.metrics.model_info.info({"strategy": settings.strategy.name,
-                                      "device": self.learner.info.device})
-        self.metrics.drift.declare(settings)
-        self.metrics.declare_outputs([settings.kafka.dlq_topic,
-                                      settings.kafka.predictions_topic])
-        worker = self.learner
-        if isinstance(worker, WorkerLearner):
-            self.metrics.declare_worker(lambda: worker.pid)
-        if self.learner.info.device.startswith("cuda"):
-            self.metrics.declare_gpu()
+        _declare_metrics(self.metrics, settings, self.learner)
 
     # -- what tests, tools and the demo read ------------------------------------------------
     @property
@@ -149,6 +169,12 @@ class Daemon:
         """Drain → flush → checkpoint → commit; False (retried later) when incomplete."""
         return self.checkpoints.checkpoint(commit, flush_timeout_s)
 
+    def state_dict(self) -> dict[str, Any]:
+        return self.parts.state_dict()
+
+    def restore(self) -> None:
+        self.parts.restore()
+
     # -- lifecycle ------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
         """Signal-safe: only sets a flag; the main loop shuts down (kafka-python 3.x rule)."""
@@ -164,40 +190,12 @@ class Daemon:
                                     m.max_connections, m.connection_timeout_seconds).start()
         return self.server.port
 
-    def restore(self) -> None:
-        # A checkpoint that would not restore cleanly counts as corrupt: try an older one.
-        state = self.store.load_latest(validate=functools.partial(check_restorable,
-                                                                  self.settings))
-        if state is None:
-            if self.store.skipped:
-                log.warning("no readable checkpoint in %s: starting a fresh model at the "
-                            "group's committed offsets (reset the group to relearn the log)",
-                            self.settings.checkpoint.dir)
-            return
-        self.learner.load_state_dict(state["learner"])
-        self.decoder.load_state_dict(state["decoder"])
-        if "lineage" in state:        # older checkpoints have none
-            self.lineage.load_state_dict(state["lineage"])
-        self.accuracy.load_state_dict(state["accuracy"])
-        self.loss.load_state_dict(state["loss"])
-        self.counters.load_state_dict(state["counters"])
-        if "labels" in state:         # older checkpoints have none
-            self.labels.load_state_dict(state["labels"])
-        if self.federation is not None:
-            self.federation.load_state_dict(state.get("federation"))
-        self.metrics.checkpoint_last_success.set(float(state.get("created", 0.0)))
-        self.positions.restored({TopicPartition(t, p): o for t, parts in state["offsets"].items()
-                                 for p, o in parts.items()}, fallback=bool(self.store.skipped))
-        self._refresh_gauges()
-        log.info("resumed at %s after %d events", self.positions.offsets_text(),
-                 self.counters.consumed)
-
     def run(self) -> int:
         """Serve until asked to stop; returns the process exit code."""
         if self.server is None:
             self.start_http()
         self.restore()
-        if not self._connect():     # stopped before Kafka answered: nothing to save
+        if not self.membership.connect():     # stopped before Kafka answered: nothing to save
             self.shutdown(final_checkpoint=False)
             return 0
         # Everything alive now (torch, kafka-python, numpy modules: ~1M objects) lives as
@@ -208,16 +206,16 @@ class Daemon:
         clean = False
         try:
             while not self.stopping:
-                self._tick()
+                self.housekeeping.tick()
                 self._throttle_if_backlogged()
                 records = self.positions.next_batch(lambda: self.stopping)
                 if records:
                     self.process(records)
-                self._handle(self.learner.completed())
+                self.results.handle(self.learner.completed())
                 if self.federation is not None:
                     self._federate(self.federation)
-                if time.monotonic() >= self._next_housekeeping:
-                    self._housekeeping()
+                if self.housekeeping.due():
+                    self.housekeeping.run()
                 if self.checkpoints.due():
                     self.checkpoint(commit="sync")
             clean = True
@@ -226,25 +224,12 @@ class Daemon:
             self.shutdown(final_checkpoint=clean)
         return 0
 
-    def _tick(self) -> None:
-        """The loop is alive: /healthz and systemd's watchdog both hear it from here only."""
-        self.health.tick()
-        self.notifier.watchdog()
-
     def shutdown(self, final_checkpoint: bool = True) -> None:
-        self.notifier.stopping()
-        self.health.ready = False
-        self.metrics.ready.set(0)
+        self.housekeeping.not_ready()
         if (final_checkpoint and self.consumer is not None
                 and self.checkpoints.since_checkpoint):
             self.checkpoint(commit="sync", flush_timeout_s=30.0)
-        if self.consumer is not None:
-            try:
-                self.consumer.unsubscribe()   # leave the group now, not at session timeout
-                self.consumer.close(autocommit=False)
-            except KafkaError as exc:
-                log.warning("consumer close: %s", exc)
-            self.positions.consumer = None
+        self.membership.leave()
         self.sink.close()
         if self.server is not None:
             self.server.stop()
@@ -255,60 +240,6 @@ class Daemon:
         self.notifier.close()
         log.info("stopped after %d events (%d learned, %d rejected)", self.counters.consumed,
                  self.counters.learned, self.counters.rejected_total)
-
-    def _connect(self) -> bool:
-        """Create the clients, retrying while the broker is unreachable."""
-        delay = 0.5
-        self.notifier.status(f"connecting to Kafka at {self.settings.kafka.bootstrap_servers}")
-        while not self.stopping:
-            self._tick()
-            try:
-                t0 = time.monotonic()
-                if self.sink.producer is None:
-                    self.sink.connect(topic_exists=self.positions.topic_exists)
-                    log.info("producer connected in %.1fs", time.monotonic() - t0)
-                if self.stopping:       # a SIGTERM while connecting: no group join
-                    break
-                if self.federation is not None and self.federation.consumer is None:
-                    self.federation.connect()
-                consumer = make_consumer(self.settings)
-                self.positions.consumer = consumer
-                consumer.subscribe([self.settings.kafka.topic],
-                                   listener=Listener(self._on_revoked, self._on_assigned))
-                log.info("consuming %s as group %s from %s", self.settings.kafka.topic,
-                         self.settings.kafka.group_id, self.settings.kafka.bootstrap_servers)
-                return True
-            except KafkaError as exc:
-                self.metrics.kafka_errors.labels("connect").inc()
-                log.warning("Kafka at %s not reachable (%s); retrying in %.1fs",
-                            self.settings.kafka.bootstrap_servers, exc, delay)
-                deadline = time.monotonic() + delay
-                while not self.stopping and time.monotonic() < deadline:
-                    time.sleep(0.05)        # a SIGTERM ends the wait, not just the loop
-                delay = min(delay * 2, 10.0)
-        return False
-
-    # -- rebalance callbacks (run inside poll) ----------------------------------------------
-    def _on_revoked(self, revoked: set[TopicPartition], commit: bool) -> Any:
-        """Checkpoint before the partitions go; returns the commit future to await."""
-        log.info("partitions revoked: %s", sorted(revoked))
-        self.positions.revoked(revoked)
-        if not revoked:
-            return None
-        if (self.checkpoints.since_checkpoint
-                and not self.checkpoint(commit="none", flush_timeout_s=5.0)):
-            return None
-        return self.checkpoints.commit("async") if commit else None
-
-    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("partitions assigned: %s", sorted(assigned))
-        self.positions.assigned(assigned)
-        self.health.ready = True
-        self.metrics.ready.set(1)
-        if not self._notified_ready:   # READY=1 once: later rebalances are not start-ups
-            self._notified_ready = True
-            self.notifier.ready(f"consuming {self.settings.kafka.topic} as group "
-                                f"{self.settings.kafka.group_id}")
 
     # -- the loop ---------------------------------------------------------------------------
     def process(self, records: list[Any]) -> None:
@@ -357,32 +288,6 @@ class Daemon:
         self.metrics.last_event_ts.set(time.time())
         self._refresh_gauges()
 
-    def _handle(self, results: list[tuple[Any, Result]]) -> None:
-        """Account for what the learner finished: metrics, predictions to publish."""
-        for ctx, result in results:
-            if isinstance(result, Learned):
-                ts, records, rows, joined = ctx
-                if result.refused.size:
-                    self.sink.dead_letter_refused(result, records, rows)
-                    ts = np.delete(ts, result.refused)
-                self.accounting.learned(result, ts)
-                if joined is None:
-                    self.labels.scored_inline(result.y, result.pred)
-                else:     # the served predictions were answered before this batch
-                    self.labels.scored_joined(joined.entries, joined.labels)
-            elif isinstance(result, FedRound):
-                assert self.federation is not None
-                self.federation.finish_round(result.snapshot, result.report)
-            elif isinstance(result, Predicted):
-                ids, keys, sources, kept = ctx
-                self.labels.predicted(kept, result.idx, self.learner.info.labels)
-                self.sink.publish_predictions(result, self.learner.info.labels, ids, keys,
-                                              sources, self.checkpoints.last_checkpoint_path)
-                if result.drift is not None:
-                    self.metrics.drift.apply(result.drift)
-        if results:
-            self._refresh_gauges()
-
     def _join(self, label_events: list[Any], seq: int) -> None:
         """Label events: learn those that found their features; dead-letter the rest."""
         joined = self.labels.join(label_events, seq, self.decoder.n_features or 0)
@@ -419,38 +324,6 @@ class Daemon:
         if not self.sink.flush(timeout_s=1.0):
             self.positions.pause_all()
 
-    def _housekeeping(self) -> None:
-        """Once a second, also when idle: gauges, and positions past the log's end."""
-        now = time.monotonic()
-        self._next_housekeeping = now + 1.0
-        self._refresh_gauges()
-        if self.sink.producer is not None:
-            spill = self.sink.producer.spill
-            self.health.block("undeliverable", f"{spill.path} is full "
-                              f"(checkpoint.undeliverable_max_bytes): records wait, "
-                              f"checkpoints stop" if spill.full else None)
-            self.metrics.ready.set(1 if self.health.is_ready() else 0)
-        if self._notified_ready and now >= self._next_status:
-            self._next_status = now + STATUS_EVERY_S
-            self.notifier.status(f"{self.counters.learned} events learned, "
-                                 f"{self.counters.rejected_total} rejected, lag {self.lag_total}, "
-                                 f"rolling accuracy {self.accuracy.rolling_accuracy:.3f}")
-        self.positions.restart_recreated()
-
     def _refresh_gauges(self) -> None:
         self.accounting.refresh_gauges(self.learner.info)
         self.positions.refresh_lag()
-
-    # -- checkpoint state (the coordinator decides when; the facade knows the parts) ----------
-    def state_dict(self) -> dict[str, Any]:
-        offsets: dict[str, dict[int, int]] = {}
-        for tp, off in self.offsets.items():
-            offsets.setdefault(tp.topic, {})[tp.partition] = off
-        state = {"version": __version__, "created": time.time(),
-                 "learner": self.learner.state_dict(), "decoder": self.decoder.state_dict(),
-                 "accuracy": self.accuracy.state_dict(), "loss": self.loss.state_dict(),
-                 "counters": self.counters.state_dict(), "offsets": offsets,
-                 "lineage": self.lineage.state_dict(), "labels": self.labels.state_dict()}
-        if self.federation is not None:     # peers' last versions: replays stay replays
-            state["federation"] = self.federation.state_dict()
-        return state

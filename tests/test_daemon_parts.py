@@ -19,8 +19,12 @@ from stream_learner.checkpoint_coordinator import CheckpointCoordinator
 from stream_learner.config import Settings
 from stream_learner.consumer_side import ConsumerSide
 from stream_learner.counters import Counters
+from stream_learner.evaluation import PrequentialAccuracy
+from stream_learner.group_membership import GroupMembership
+from stream_learner.housekeeping import Housekeeping
 from stream_learner.metrics import Health, Metrics
 from stream_learner.output_sink import OutputSink
+from stream_learner.systemd import Notifier
 
 TP = TopicPartition("events", 0)
 
@@ -44,6 +48,13 @@ class FakeConsumer:
 
     def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         self.commits.append(offsets)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None                       # nothing fetched yet: the log's end is unknown
+
+    def commit_async(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> str:
+        self.commits.append(offsets)
+        return "future"
 
 
 class FakeProducer:
@@ -174,3 +185,70 @@ def test_the_unsaved_limit_pauses(tmp_path: Path) -> None:
     assert not coordinator.too_many_unsaved()
     coordinator.consumed(Settings().checkpoint.max_unsaved_events)
     assert coordinator.too_many_unsaved()
+
+
+class RecordingNotifier(Notifier):
+    """Keeps what would go to systemd instead of sending it."""
+
+    def __init__(self) -> None:
+        super().__init__(env={})
+        self.sent: list[tuple[str, ...]] = []
+
+    def notify(self, *fields: str) -> bool:
+        self.sent.append(fields)
+        return True
+
+
+def _housekeeping(tmp_path: Path) -> tuple[Housekeeping, RecordingNotifier, Health]:
+    coordinator, _, _ = _coordinator(tmp_path, acknowledges=True, order=[])
+    coordinator.sink.producer = None          # not connected: no spill to watch
+    notifier, health = RecordingNotifier(), Health(60.0)
+    return Housekeeping(coordinator.metrics, health, notifier, coordinator.sink,
+                        coordinator.positions, Counters(), PrequentialAccuracy(10),
+                        refresh_gauges=lambda: None), notifier, health
+
+
+def test_ready_is_announced_once_and_shutdown_takes_readiness_away(tmp_path: Path) -> None:
+    """A rebalance assigns again: that is no start-up, so systemd hears READY=1 once."""
+    housekeeping, notifier, health = _housekeeping(tmp_path)
+    housekeeping.ready("consuming events")
+    housekeeping.ready("consuming events")
+    assert [f for f in notifier.sent if "READY=1" in f] == [("READY=1",
+                                                             "STATUS=consuming events")]
+    assert health.ready
+    housekeeping.not_ready()
+    assert not health.ready and notifier.sent[-1][0] == "STOPPING=1"
+
+
+def test_the_status_line_follows_ready_and_housekeeping_comes_once_a_second(
+        tmp_path: Path) -> None:
+    housekeeping, notifier, _ = _housekeeping(tmp_path)
+    assert housekeeping.due()
+    housekeeping.run()
+    assert notifier.sent == [] and not housekeeping.due()   # not ready yet: no STATUS
+    housekeeping.ready("consuming events")
+    housekeeping.run()                                        # the loop calls it when due
+    assert notifier.sent[-1][0].startswith("STATUS=0 events learned, 0 rejected, lag 0")
+
+
+def _membership(tmp_path: Path, acknowledges: bool, order: list[str]
+                ) -> tuple[GroupMembership, FakeConsumer]:
+    coordinator, consumer, _ = _coordinator(tmp_path, acknowledges=acknowledges, order=order)
+    housekeeping, _, _ = _housekeeping(tmp_path)
+    return GroupMembership(coordinator.settings, coordinator.metrics, coordinator.positions,
+                           coordinator.sink, coordinator, None, housekeeping,
+                           stopping=lambda: False), consumer
+
+
+def test_a_revocation_checkpoints_then_hands_back_the_commit_to_await(
+        tmp_path: Path) -> None:
+    order: list[str] = []
+    membership, consumer = _membership(tmp_path, acknowledges=True, order=order)
+    assert membership.on_revoked({TP}, commit=True) == "future"
+    assert order == ["drain", "save"] and consumer.commits == [{TP: OffsetAndMetadata(7, "", -1)}]
+
+
+def test_a_revocation_whose_checkpoint_is_deferred_commits_nothing(tmp_path: Path) -> None:
+    membership, consumer = _membership(tmp_path, acknowledges=False, order=[])
+    assert membership.on_revoked({TP}, commit=True) is None
+    assert consumer.commits == []

@@ -12,97 +12,32 @@ path go through the slow path, whose job is to name the exact rejection reason.
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import time
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Sequence
 
 import msgspec
 import numpy as np
 
-NOT_JSON = "not_json"
-NOT_OBJECT = "not_object"
-MISSING_FEATURES = "missing_features"
-EMPTY_FEATURES = "empty_features"
-WRONG_LENGTH = "wrong_length"
-FEATURE_NAMES_MISMATCH = "feature_names_mismatch"
-NON_NUMERIC = "non_numeric"
-NON_FINITE = "non_finite"
-TOO_LARGE = "too_large"
-BAD_LABEL = "bad_label"
-BAD_METADATA = "bad_metadata"
-TOO_DEEP = "too_deep"                    # nesting beyond MAX_DEPTH: refused before parsing
-DUPLICATE_FEATURE = "duplicate_feature"  # a features object names a key twice
-OUT_OF_RANGE = "out_of_range"            # finite, but beyond model.max_abs_feature
-UNDECODABLE = "undecodable"              # the decoder itself failed: never a crash
+# The vocabulary and the slow path live beside this module; every name is re-exported,
+# so `from stream_learner.events import REJECT_REASONS, classify, ...` keeps working.
+from .event_checks import (bad_label, bad_meta, bad_ts, classify, duplicates_in,
+                           nesting_depth, undecodable)
+from .event_contract import (BAD_LABEL, BAD_METADATA, DLQ_REASONS, DUPLICATE_FEATURE,
+                             DUPLICATE_LABEL, EMPTY_FEATURES, FEATURE_NAMES_MISMATCH,
+                             JOIN_REASONS, LABEL_EXPIRED, MAX_DEPTH, MISSING_FEATURES,
+                             NON_FINITE, NON_NUMERIC, NOT_JSON, NOT_OBJECT, OUT_OF_RANGE,
+                             REJECT_REASONS, TOO_DEEP, TOO_LARGE, TOO_MANY_CLASSES,
+                             UNDECODABLE, UNKNOWN_ID, WRONG_LENGTH, DecodedBatch, Label,
+                             Limits, Reject)
 
-REJECT_REASONS: tuple[str, ...] = (
-    NOT_JSON, NOT_OBJECT, MISSING_FEATURES, EMPTY_FEATURES, WRONG_LENGTH,
-    FEATURE_NAMES_MISMATCH, NON_NUMERIC, NON_FINITE, TOO_LARGE, BAD_LABEL, BAD_METADATA,
-    TOO_DEEP, DUPLICATE_FEATURE, OUT_OF_RANGE, UNDECODABLE)
-
-# Not decided here: the learner refuses a label that would add a class beyond
-# model.max_classes, and the daemon dead-letters that event with this reason.
-TOO_MANY_CLASSES = "too_many_classes"
-# Not decided here either: a label event ({id, label}, no features) that joins no
-# waiting prediction (stream_learner/label_join.py, docs/labels.md).
-UNKNOWN_ID = "unknown_id"
-DUPLICATE_LABEL = "duplicate_label"
-LABEL_EXPIRED = "label_expired"
-JOIN_REASONS: tuple[str, ...] = (UNKNOWN_ID, DUPLICATE_LABEL, LABEL_EXPIRED)
-# Every reason a DLQ record can carry (the decoder's, the learner's, the label join's).
-DLQ_REASONS: tuple[str, ...] = REJECT_REASONS + (TOO_MANY_CLASSES,) + JOIN_REASONS
-
-Label = int | str
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-# Labels travel as JSON, checkpoint keys and metric-free strings: an int label must fit
-# 64 bits (a 5,000-digit one cannot even be printed by Python without raising).
-_MAX_INT_LABEL = 2 ** 63
-# msgspec and json both recurse per nesting level; a 5,000-deep value raises
-# RecursionError in either. A real event is 2 deep ({"features": [...]}).
-MAX_DEPTH = 32
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Policy caps; None switches a check off. Defaults are config.py's, except the
-    feature magnitude and ts window (off: a bare decoder accepts any float32, any ts)."""
-
-    max_label_length: int | None = 256        # characters of a string label
-    max_id_length: int | None = 256           # characters of an id
-    max_abs_feature: float | None = None      # finite features beyond it: out_of_range
-    max_event_age_seconds: float | None = None     # ts older than now - this: bad_metadata
-    max_event_future_seconds: float | None = None  # ts later than now + this: bad_metadata
-    max_depth: int = MAX_DEPTH                # never off: it protects the parsers
-
-
-# One JSON string, escapes included (unrolled-loop form: linear, no backtracking blow-up).
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_OPEN = np.zeros(256, np.int8)
-_OPEN[[ord("["), ord("{")]] = 1
-_OPEN[[ord("]"), ord("}")]] = -1
-
-
-def nesting_depth(value: bytes, limit: int = MAX_DEPTH) -> int:
-    """Deepest [ / { nesting outside strings, exact when it exceeds ``limit``.
-
-    Cheap on normal events: with at most ``limit`` brackets in the whole value the
-    depth cannot exceed it, so two ``bytes.count`` calls answer (returns that count).
-    """
-    brackets = value.count(b"[") + value.count(b"{")
-    if brackets <= limit:
-        return brackets
-    outside = _JSON_STRING.sub(b"", value)
-    cut = outside.find(b'"')      # an unterminated string: the parser stops there
-    if cut >= 0:
-        outside = outside[:cut]
-    if outside.count(b"[") + outside.count(b"{") <= limit:
-        return limit
-    steps = _OPEN[np.frombuffer(outside, np.uint8)].astype(np.int32)
-    return int(np.cumsum(steps).max(initial=0))
-
+__all__ = ["BAD_LABEL", "BAD_METADATA", "DLQ_REASONS", "DUPLICATE_FEATURE", "DUPLICATE_LABEL",
+           "EMPTY_FEATURES", "FEATURE_NAMES_MISMATCH", "JOIN_REASONS", "LABEL_EXPIRED",
+           "MAX_DEPTH", "MISSING_FEATURES", "NON_FINITE", "NON_NUMERIC", "NOT_JSON",
+           "NOT_OBJECT", "OUT_OF_RANGE", "REJECT_REASONS", "TOO_DEEP", "TOO_LARGE",
+           "TOO_MANY_CLASSES", "UNDECODABLE", "UNKNOWN_ID", "WRONG_LENGTH", "DecodedBatch",
+           "EventDecoder", "Label", "Limits", "Reject", "bad_label", "bad_meta", "bad_ts",
+           "classify", "duplicates_in", "nesting_depth", "undecodable"]
 
 # msgspec checks the 64-bit bound in C; a failure goes to classify(), which says bad_label.
 _Int64 = Annotated[int, msgspec.Meta(ge=-2 ** 63, le=2 ** 63 - 1)]
@@ -116,25 +51,6 @@ class _Event(msgspec.Struct):
 
 
 _DECODER = msgspec.json.Decoder(_Event)
-
-
-@dataclass(frozen=True)
-class Reject:
-    index: int      # position of the message in the decoded batch
-    reason: str     # one of REJECT_REASONS
-    detail: str     # human-readable, goes into the DLQ headers
-
-
-@dataclass
-class DecodedBatch:
-    """Valid events as one float32 matrix; rejects by index into the input."""
-
-    x: np.ndarray                      # [n_valid, n_features] float32
-    labels: list[Label | None]         # None = unlabeled
-    ids: list[str | None]
-    ts: np.ndarray                     # [n_valid] float64 epoch seconds, NaN when absent
-    index: np.ndarray                  # [n_valid] position in the input batch
-    rejects: list[Reject] = field(default_factory=list)
 
 
 class EventDecoder:
@@ -191,7 +107,7 @@ class EventDecoder:
                 if feats.__class__ is list and (brackets <= 2 or value.count(b'"features"') < 2):
                     rows.append(feats)
                 else:
-                    dup = _duplicates_in(value)
+                    dup = duplicates_in(value)
                     if dup is not None:
                         rejects.append(Reject(i, DUPLICATE_FEATURE, dup))
                         continue
@@ -202,7 +118,7 @@ class EventDecoder:
                 rejects.append(classify(i, value, str(exc), self.limits,  # type: ignore[arg-type]
                                         now=self.clock()))
             except Exception as exc:   # noqa: BLE001 - a decoder bug must not kill the loop
-                rejects.append(_undecodable(i, exc))
+                rejects.append(undecodable(i, exc))
         keep, x = self._to_matrix(rows, index, rejects)
         kept = [events[k] for k in keep]
         labels = [e.label for e in kept]
@@ -247,18 +163,18 @@ class EventDecoder:
         cap = lim.max_label_length
         if cap is not None and longest > cap:
             flag([k for k, lab in enumerate(labels) if lab.__class__ is str and len(lab) > cap],
-                 BAD_LABEL, lambda k: _bad_label(labels[k], lim) or "")
+                 BAD_LABEL, lambda k: bad_label(labels[k], lim) or "")
         if lim.max_id_length is not None and longest > lim.max_id_length:
             cap_id = lim.max_id_length
             flag([k for k, v in enumerate(ids) if v is not None and len(v) > cap_id],
-                 BAD_METADATA, lambda k: _bad_meta(ids[k], None, lim, None) or "")
+                 BAD_METADATA, lambda k: bad_meta(ids[k], None, lim, None) or "")
         if lim.max_event_age_seconds is not None or lim.max_event_future_seconds is not None:
             now = self.clock()
             with np.errstate(invalid="ignore"):
                 out = ((ts < now - (lim.max_event_age_seconds or math.inf))
                        | (ts > now + (lim.max_event_future_seconds or math.inf)))
             flag(np.flatnonzero(out), BAD_METADATA,
-                 lambda k: _bad_ts(float(ts[k]), lim, now) or "")
+                 lambda k: bad_ts(float(ts[k]), lim, now) or "")
         return np.flatnonzero(~bad) if bad.any() else None
 
     def _row(self, event: _Event) -> list[float] | None:
@@ -313,145 +229,3 @@ class EventDecoder:
         self.n_features = state["n_features"]
         names = state.get("feature_names")
         self.feature_names = tuple(names) if names else None
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-class _HugeInt(float):
-    """A JSON integer too long to convert (Python refuses > 4,300 digits): ±inf."""
-
-
-def _parse_int(text: str) -> int | float:
-    # Beyond 100 digits no field can accept it; int() of a huge one raises ValueError.
-    if len(text) > 100:
-        return _HugeInt("-inf" if text.startswith("-") else "inf")
-    return int(text)
-
-
-class _PairsDict(dict):  # type: ignore[type-arg]
-    """A JSON object that remembers the keys it saw twice (msgspec keeps the last)."""
-
-    duplicates: list[str]
-
-    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
-        super().__init__(pairs)
-        self.duplicates = []
-        if len(self) != len(pairs):
-            seen: set[str] = set()
-            self.duplicates = [k for k, _ in pairs if k in seen or seen.add(k)]  # type: ignore[func-returns-value]
-
-
-def _duplicates_in(value: bytes) -> str | None:
-    """Second parse of an object-features event, keeping every key: msgspec keeps the last."""
-    return _duplicate_features(json.loads(value, object_pairs_hook=_PairsDict,
-                                          parse_int=_parse_int))
-
-
-def _duplicate_features(obj: Any) -> str | None:
-    """Detail for duplicate_feature, or None: a key twice in features, or features twice."""
-    if not isinstance(obj, _PairsDict):
-        return None
-    if "features" in obj.duplicates:
-        return "'features' is given more than once"
-    feats = obj.get("features")
-    if isinstance(feats, _PairsDict) and feats.duplicates:
-        return f"features name {_short(repr(feats.duplicates[0]), 60)} more than once"
-    return None
-
-
-def _bad_label(label: Any, lim: Limits) -> str | None:
-    if label is None:
-        return None
-    if isinstance(label, bool) or not isinstance(label, (int, str)):
-        return f"label must be int, string or null, got {type(label).__name__}"
-    if isinstance(label, int):
-        return None if -_MAX_INT_LABEL <= label < _MAX_INT_LABEL else \
-            "integer label does not fit 64 bits"
-    if lim.max_label_length is not None and len(label) > lim.max_label_length:
-        return f"label has {len(label)} characters > max_label_length {lim.max_label_length}"
-    return None
-
-
-def _bad_meta(event_id: Any, ts: Any, lim: Limits, now: float | None) -> str | None:
-    """Type and length of id, type of ts; the ts window too when ``now`` is given."""
-    if event_id is not None:
-        if not isinstance(event_id, str):
-            return "id must be a string"
-        if lim.max_id_length is not None and len(event_id) > lim.max_id_length:
-            return f"id has {len(event_id)} characters > max_id_length {lim.max_id_length}"
-    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float))):
-        return "ts must be epoch seconds"
-    return None if now is None else _bad_ts(ts, lim, now)
-
-
-def _bad_ts(ts: float | None, lim: Limits, now: float) -> str | None:
-    if ts is None:
-        return None
-    ts = float(ts)
-    if not math.isfinite(ts):
-        return "ts is out of range"
-    age, ahead = lim.max_event_age_seconds, lim.max_event_future_seconds
-    if age is not None and ts < now - age:
-        return f"ts {ts:.6g} is more than max_event_age_seconds {age:g} old"
-    if ahead is not None and ts > now + ahead:
-        return f"ts {ts:.6g} is more than max_event_future_seconds {ahead:g} ahead"
-    return None
-
-
-def _undecodable(index: int, exc: BaseException) -> Reject:
-    return Reject(index, UNDECODABLE, _short(f"{type(exc).__name__}: {exc}"))
-
-
-def classify(index: int, value: bytes, fast_error: str, limits: Limits | None = None,
-             now: float | None = None) -> Reject:
-    """Name the reason a message failed the strict fast-path decode.
-
-    Never raises: a failure here is itself the reason (undecodable).
-    """
-    try:
-        return _classify(index, value, fast_error, limits or Limits(),
-                         time.time() if now is None else now)
-    except Exception as exc:   # noqa: BLE001 - see EventDecoder.decode
-        return _undecodable(index, exc)
-
-
-def _classify(index: int, value: bytes, fast_error: str, lim: Limits, now: float) -> Reject:
-    depth = nesting_depth(value, lim.max_depth)   # classify() may be called on its own
-    if depth > lim.max_depth:
-        return Reject(index, TOO_DEEP, f"nesting depth {depth} > {lim.max_depth}")
-    try:
-        obj = json.loads(value, parse_constant=_reject_constant, parse_int=_parse_int,
-                         object_pairs_hook=_PairsDict)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        return Reject(index, NOT_JSON, _short(str(exc)))
-    if not isinstance(obj, dict):
-        return Reject(index, NOT_OBJECT, f"top-level JSON is {type(obj).__name__}, not an object")
-    if "features" not in obj:
-        return Reject(index, MISSING_FEATURES, "no 'features' field")
-    dup = _duplicate_features(obj)
-    if dup is not None:
-        return Reject(index, DUPLICATE_FEATURE, dup)
-    feats = obj["features"]
-    items = list(feats.values()) if isinstance(feats, dict) else feats
-    if not isinstance(items, list):
-        return Reject(index, NON_NUMERIC, f"features is {type(feats).__name__}")
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, (int, float)):
-            return Reject(index, NON_NUMERIC, f"feature value {_short(repr(item))} is not a number")
-        if abs(item) > _FLOAT32_MAX:   # also JSON integers beyond float64 (no OverflowError)
-            return Reject(index, NON_FINITE, "a feature is out of range or infinite")
-    if lim.max_abs_feature is not None and any(abs(v) > lim.max_abs_feature for v in items):
-        return Reject(index, OUT_OF_RANGE, f"|feature| > max_abs_feature {lim.max_abs_feature:g}")
-    label = _bad_label(obj.get("label"), lim)
-    if label is not None:
-        return Reject(index, BAD_LABEL, label)
-    meta = _bad_meta(obj.get("id"), obj.get("ts"), lim, now)
-    if meta is not None:
-        return Reject(index, BAD_METADATA, meta)
-    return Reject(index, NOT_JSON, _short(fast_error))
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."

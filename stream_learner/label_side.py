@@ -18,7 +18,8 @@ import numpy as np
 
 from .config import Settings
 from .evaluation import PrequentialAccuracy
-from .events import MISSING_FEATURES, DecodedBatch, Limits, Reject, _bad_label
+from .event_checks import bad_label
+from .events import MISSING_FEATURES, DecodedBatch, Limits, Reject
 from .label_join import JOINED, JoinStore, Pending
 from .label_metrics import LabelMetrics
 from .labels import Label
@@ -51,7 +52,7 @@ def label_event(value: bytes | None, lim: Limits) -> tuple[str, Label] | str | N
         return None       # no id: nothing to join it to; a null label: nothing to learn
     if lim.max_id_length is not None and len(event_id) > lim.max_id_length:
         return None
-    bad = _bad_label(label, lim)
+    bad = bad_label(label, lim)
     return bad if bad is not None else (event_id, label)
 
 

@@ -13,7 +13,7 @@ MAX_CLASS_LINES = 250
 
 # Pending split: these are being edited by other work and are split later.  Listed so the
 # test is green now and fails as soon as anything *else* grows past the bar.
-PENDING_MODULES = {"metrics.py"}
+PENDING_MODULES: set[str] = set()
 PENDING_CLASSES: set[tuple[str, str]] = set()
 
 

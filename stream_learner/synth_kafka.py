@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .synth_messages import _messages
+from .synth_messages import tagged_messages
 from .synth_streams import DRIFT_EVERY
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def produce(bootstrap_servers: str, topic: str, name: str, count: int, *,
 
     if partitions is not None and partitions < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
-    messages = _messages(name, count, seed=seed, bad_fraction=bad_fraction,
+    messages = tagged_messages(name, count, seed=seed, bad_fraction=bad_fraction,
                          unlabeled_fraction=unlabeled_fraction, start_id=start_id,
                          drift_every=drift_every, dict_features=dict_features,
                          bad_reasons=bad_reasons)

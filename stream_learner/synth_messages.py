@@ -12,8 +12,8 @@ import time
 from collections.abc import Iterator, Sequence
 
 from .synth_bad import BAD_REASONS, make_bad_event
-from .synth_streams import (_DEFAULT_BAD_FRACTION, DRIFT_EVERY, STREAMS, Features,
-                            _check_drift_every, _check_name, dim, encode_event,
+from .synth_streams import (DEFAULT_BAD_FRACTION, DRIFT_EVERY, STREAMS, Features,
+                            check_drift_every, check_name, dim, encode_event,
                             feature_names)
 
 
@@ -46,14 +46,14 @@ def event_messages(name: str, count: int, *, seed: int = 42, bad_fraction: float
     events, which get ``"label": null``.  ``dict_features`` emits
     ``{"name": value}`` objects instead of lists.
     """
-    messages = _messages(name, count, seed=seed, bad_fraction=bad_fraction,
+    messages = tagged_messages(name, count, seed=seed, bad_fraction=bad_fraction,
                          unlabeled_fraction=unlabeled_fraction, start_id=start_id,
                          drift_every=drift_every, dict_features=dict_features,
                          bad_reasons=bad_reasons)
     return ((value, reason) for value, reason, _unlabeled in messages)
 
 
-def _messages(name: str, count: int, *, seed: int, bad_fraction: float | None,
+def tagged_messages(name: str, count: int, *, seed: int, bad_fraction: float | None,
               unlabeled_fraction: float, start_id: int, drift_every: int,
               dict_features: bool, bad_reasons: Sequence[str] | None,
               ) -> Iterator[tuple[bytes, str | None, bool]]:
@@ -61,12 +61,12 @@ def _messages(name: str, count: int, *, seed: int, bad_fraction: float | None,
 
     Validates eagerly (not on first ``next``), so callers fail before opening sockets.
     """
-    _check_name(name)
+    check_name(name)
     if bad_fraction is None:
-        bad_fraction = _DEFAULT_BAD_FRACTION.get(name, 0.0)
+        bad_fraction = DEFAULT_BAD_FRACTION.get(name, 0.0)
     _check_fraction("bad_fraction", bad_fraction)
     _check_fraction("unlabeled_fraction", unlabeled_fraction)
-    _check_drift_every(drift_every)
+    check_drift_every(drift_every)
     reasons = tuple(bad_reasons) if bad_reasons is not None else BAD_REASONS
     if bad_fraction and (not reasons or not set(reasons) <= set(BAD_REASONS)):
         raise ValueError(f"bad_reasons must be a non-empty subset of {BAD_REASONS}")

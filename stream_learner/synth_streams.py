@@ -48,14 +48,14 @@ def _segment_seeds(seed: int) -> Iterator[int]:
         yield rng.randrange(2**31)
 
 
-def _check_drift_every(drift_every: int) -> None:
+def check_drift_every(drift_every: int) -> None:
     if drift_every <= 0:
         raise ValueError(f"drift_every must be positive, got {drift_every}")
 
 
 def _sea(seed: int = 42, drift_every: int = DRIFT_EVERY) -> Iterator[Sample]:
     """SEA whose threshold (variant 0→1→2→3→0…) switches every ``drift_every`` events."""
-    _check_drift_every(drift_every)
+    check_drift_every(drift_every)
     for segment, segment_seed in enumerate(_segment_seeds(seed)):
         gen = river_synth.SEA(variant=segment % 4, noise=SEA_NOISE, seed=segment_seed)
         for x, y in itertools.islice(gen, drift_every):
@@ -64,7 +64,7 @@ def _sea(seed: int = 42, drift_every: int = DRIFT_EVERY) -> Iterator[Sample]:
 
 def _hyperplane(seed: int = 42, drift_every: int = DRIFT_EVERY) -> Iterator[Sample]:
     """Rotating hyperplane; drift is incremental, so ``drift_every`` is unused."""
-    _check_drift_every(drift_every)
+    check_drift_every(drift_every)
     gen = river_synth.Hyperplane(seed=seed, n_features=_HYPERPLANE_DIM, n_drift_features=2,
                                  mag_change=0.001, noise_percentage=0.05, sigma=0.1)
     keys = range(_HYPERPLANE_DIM)
@@ -74,7 +74,7 @@ def _hyperplane(seed: int = 42, drift_every: int = DRIFT_EVERY) -> Iterator[Samp
 
 def _agrawal(seed: int = 42, drift_every: int = DRIFT_EVERY) -> Iterator[Sample]:
     """Agrawal whose classification function (0…9) switches every ``drift_every`` events."""
-    _check_drift_every(drift_every)
+    check_drift_every(drift_every)
     for segment, segment_seed in enumerate(_segment_seeds(seed)):
         gen = river_synth.Agrawal(classification_function=segment % 10, seed=segment_seed,
                                   balance_classes=False, perturbation=0.0)
@@ -98,17 +98,17 @@ _FEATURE_NAMES: dict[str, tuple[str, ...]] = {
     "mixed": ("x0", "x1", "x2"),
 }
 
-_DEFAULT_BAD_FRACTION: dict[str, float] = {"mixed": MIXED_BAD_FRACTION}
+DEFAULT_BAD_FRACTION: dict[str, float] = {"mixed": MIXED_BAD_FRACTION}
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
     if name not in STREAMS:
         raise ValueError(f"unknown stream {name!r}; choose one of {sorted(STREAMS)}")
 
 
 def feature_names(name: str) -> list[str]:
     """Names of stream ``name``'s features, in the order the feature lists use."""
-    _check_name(name)
+    check_name(name)
     return list(_FEATURE_NAMES[name])
 
 
@@ -123,8 +123,8 @@ def take(name: str, n: int, seed: int = 42,
 
     Meant for benchmarks, which should not time river's per-item generator overhead.
     """
-    _check_name(name)
-    _check_drift_every(drift_every)
+    check_name(name)
+    check_drift_every(drift_every)
     X = np.empty((n, dim(name)), dtype=np.float32)
     y = np.empty(n, dtype=np.int64)
     for i, (features, label) in enumerate(itertools.islice(STREAMS[name](seed, drift_every), n)):

@@ -43,7 +43,7 @@ class GroupMembership:
         """Create the clients, retrying while the broker is unreachable."""
         delay = 0.5
         kafka = self.settings.kafka
-        self.housekeeping.notifier.status(f"connecting to Kafka at {kafka.bootstrap_servers}")
+        self.housekeeping.status(f"connecting to Kafka at {kafka.bootstrap_servers}")
         while not self.stopping():
             self.housekeeping.tick()
             try:

@@ -38,6 +38,10 @@ class Housekeeping:
         self.health.tick()
         self.notifier.watchdog()
 
+    def status(self, text: str) -> None:
+        """A STATUS= line now (`systemctl status`), e.g. while connecting."""
+        self.notifier.status(text)
+
     def ready(self, text: str) -> None:
         """Readiness on an assignment; READY=1 once: later rebalances are not start-ups."""
         self.health.ready = True

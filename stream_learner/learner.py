@@ -53,7 +53,7 @@ class Learner:
         self.skipped_steps = 0  # non-finite loss or gradient: step not applied
         pr = settings.probes
         self.probes = ForgettingProbes(pr.per_class, pr.max_probes, pr.eval_every)
-        self._consolidations = 0
+        self.consolidations = 0
         self.drift = DriftAdapter(settings, self)
         self._lr_factor = 1.0      # the optimiser's lr is model.lr times this
         # FedProx: the last federation aggregate, pulled toward while learning locally.
@@ -68,9 +68,10 @@ class Learner:
             return
         m = self.settings.model
         self.model = MLP(n_features, m.hidden, clip_sigmas=m.scaler_clip_sigmas).to(self.device)
-        self.optimizer = self._make_optimizer(self.model.parameters())
+        self.optimizer = self.make_optimizer(self.model.parameters())
 
-    def _make_optimizer(self, params: Any) -> torch.optim.Optimizer:
+    def make_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        """A fresh optimiser over ``params`` (also used when restoring a checkpoint)."""
         return make_optimizer(self.settings.model, self.device, params)
 
     def _grow(self, n_classes: int) -> None:
@@ -80,9 +81,9 @@ class Learner:
             return
         # The head was replaced: carry the optimiser state over, zero-padded for new rows.
         old_state = self.optimizer.state
-        self.optimizer = self._make_optimizer(self.model.parameters())
+        self.optimizer = self.make_optimizer(self.model.parameters())
         _carry_state(old_state, old_params, list(self.model.parameters()), self.optimizer)
-        self._apply_lr_factor(force=True)
+        self.apply_lr_factor(force=True)
 
     # -- prequential API ----------------------------------------------------------
     def to_tensor(self, x: np.ndarray) -> torch.Tensor:
@@ -131,7 +132,7 @@ class Learner:
         self.model.scaler.update(x)
         self.model.train()
         self.seen += int(x.shape[0])
-        self._apply_lr_factor()
+        self.apply_lr_factor()
         return self.strategy.update(Batch(x, y))
 
     @property
@@ -144,7 +145,8 @@ class Learner:
         """Every plugin penalty is multiplied by this (<1 during a plasticity boost)."""
         return self.drift.penalty_scale
 
-    def _apply_lr_factor(self, force: bool = False) -> None:
+    def apply_lr_factor(self, force: bool = False) -> None:
+        """Set the optimiser's lr to model.lr times the drift adapter's factor."""
         factor = self.drift.lr_factor
         if (force or factor != self._lr_factor) and self.optimizer is not None:
             for group in self.optimizer.param_groups:
@@ -154,8 +156,8 @@ class Learner:
     def reset_optimizer(self) -> None:
         """Fresh optimiser state (moments), e.g. after the weights were swapped."""
         if self.model is not None:
-            self.optimizer = self._make_optimizer(self.model.parameters())
-            self._apply_lr_factor(force=True)
+            self.optimizer = self.make_optimizer(self.model.parameters())
+            self.apply_lr_factor(force=True)
 
     def prequential(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, UpdateStats]:
         """Test then train ``(x, y)``; returns the predictions (-1: no class known yet).
@@ -214,8 +216,8 @@ class Learner:
         self.drift.after_learning(x, y, pred, stats.loss)
         if self.model is not None:
             done = _consolidation_count(self.strategy)
-            if done != self._consolidations:   # a task boundary: a new probe period
-                self._consolidations = done
+            if done != self.consolidations:   # a task boundary: a new probe period
+                self.consolidations = done
                 self.probes.new_period(self.model)
             self.probes.after_learning(self.model, int(y.shape[0]))
         return keep, pred, stats

@@ -31,6 +31,10 @@ class LearnerCore:
         self.learner = Learner(settings)
         self._labels_sent = 0
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state)
+        self._labels_sent = 0      # the next info update carries every label of the new state
+
     def handle(self, request: Request) -> Answer:
         """Run one request; :class:`UnknownRequest` (before anything ran) for any other type.
 
@@ -60,8 +64,7 @@ class LearnerCore:
                 torch.save(self.learner.state_dict(), buf)
                 result = State(blob=buf.getvalue())
             case LoadRequest(blob=blob):
-                self.learner.load_state_dict(torch.load(io.BytesIO(blob), weights_only=True))
-                self._labels_sent = 0      # the reply carries every label of the new state
+                self.load_state_dict(torch.load(io.BytesIO(blob), weights_only=True))
                 result = Loaded()
             case _:
                 raise UnknownRequest(request)
@@ -190,8 +193,7 @@ class InlineLearner:
         return self._core.learner.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._core.learner.load_state_dict(state)
-        self._core._labels_sent = 0
+        self._core.load_state_dict(state)
         self.info.labels = []
         self.info.apply(self._core.info_update())
 

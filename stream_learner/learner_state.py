@@ -30,7 +30,7 @@ def dump(lrn: Learner) -> dict[str, Any]:
         "seen": lrn.seen,
         "skipped_steps": lrn.skipped_steps,
         "probes": lrn.probes.state_dict(),
-        "consolidations": lrn._consolidations,
+        "consolidations": lrn.consolidations,
         "drift": lrn.drift.state_dict(),
         "proximal": None if lrn.proximal.anchor is None else
         {"mu": lrn.proximal.mu, "anchor": _to_cpu(lrn.proximal.anchor)},
@@ -50,14 +50,14 @@ def load(lrn: Learner, state: dict[str, Any]) -> None:
         lrn.model.load_state_dict(state["model"])
         rows = state.get("scaler_start_rows")
         lrn.model.scaler.start_rows = None if rows is None else rows.to(lrn.device)
-        lrn.optimizer = lrn._make_optimizer(lrn.model.parameters())
+        lrn.optimizer = lrn.make_optimizer(lrn.model.parameters())
         lrn.optimizer.load_state_dict(state["optimizer"])
     lrn.strategy.load_state_dict(state["strategy"])
     lrn.seen = int(state.get("seen", 0))
     lrn.skipped_steps = int(state.get("skipped_steps", 0))
     if "probes" in state:
         lrn.probes.load_state_dict(state["probes"], lrn.device)
-        lrn._consolidations = int(state["consolidations"])
+        lrn.consolidations = int(state["consolidations"])
     if "drift" in state:
         lrn.drift.load_state_dict(state["drift"])
     lrn.federated.load_state_dict(state.get("federated", {}))
@@ -65,7 +65,7 @@ def load(lrn: Learner, state: dict[str, Any]) -> None:
     lrn.set_proximal_anchor(None if prox is None else
                             {k: v.to(lrn.device) for k, v in prox["anchor"].items()},
                             0.0 if prox is None else float(prox["mu"]))
-    lrn._apply_lr_factor(force=True)
+    lrn.apply_lr_factor(force=True)
     # Last: rebuilding the drift monitor and the pool draws from the generator.
     torch.set_rng_state(state["torch_rng"])
 

@@ -149,7 +149,7 @@ class AvalancheStrategy(StrategyBase):
                            criterion=nn.CrossEntropyLoss(), train_mb_size=lrn.step_size,
                            train_epochs=1, eval_mb_size=lrn.step_size, device=lrn.device,
                            plugins=plugins, evaluator=None, **kw)
-        template._sl_learner = lrn
+        template.sl_learner = lrn
         return template
 
     def _bind(self) -> Any:

@@ -40,7 +40,7 @@ def template_class(name: str) -> type:
             "MER": sv.MER, "ER_ACE": sv.ER_ACE, "DER": sv.DER, "MIR": sv.MIR}[name]
 
     class Shim(base):  # type: ignore[misc, valid-type]
-        _sl_learner: Any = None
+        sl_learner: Any = None     # the Learner that counts skipped steps (set by the backend)
 
         def check_model_and_optimizer(self, **kwargs: Any) -> None:
             # The learner builds, grows and restores the model and its optimiser; Avalanche's
@@ -57,7 +57,7 @@ def template_class(name: str) -> type:
                 self.optimizer.step()
                 return
             self.optimizer.zero_grad(set_to_none=True)
-            learner = self._sl_learner
+            learner = self.sl_learner
             if learner is not None:
                 learner.note_skipped_step()
 

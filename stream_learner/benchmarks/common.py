@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -92,10 +94,41 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def provenance(quick: bool) -> dict[str, Any]:
+    """When and from which code a run's JSON was written, so a rendered table can say so.
+
+    The git fields are ``None`` outside a checkout (an installed package): a run is
+    still written, it just cannot name its commit.
+    """
+    return {
+        "written_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git_commit": _git("rev-parse", "HEAD"),
+        # A run from uncommitted code cannot be reproduced from the commit alone.
+        "git_dirty": (None if (status := _git("status", "--porcelain", "--untracked-files=no"))
+                      is None else bool(status)),
+        "quick": quick,
+        "argv": sys.argv[1:],
+    }
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
 def write_and_report(results: dict[str, Any], out: Path, quick: bool,
                      report: Callable[[dict[str, Any], Path], None]) -> int:
-    """Write the JSON (config marked quick or not), print the report; exit code 0."""
+    """Write the JSON (config marked quick or not, provenance added), print the report.
+
+    Returns exit code 0.  ``provenance`` is a new top-level key: readers of older JSON
+    (without it) still find ``config.quick`` and ``machine`` where they were.
+    """
     results["config"]["quick"] = quick
+    results.setdefault("provenance", provenance(quick))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     report(results, out)

@@ -53,7 +53,13 @@ def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+_STARTED: dict[str, Any] = {}
+"""Set by :func:`machine_info` (each benchmark calls it as its run begins): the commit
+is read then, so a commit made while a long run goes on is not credited with it."""
+
+
 def machine_info() -> dict[str, Any]:
+    _STARTED.update(_source_state())
     import kafka
     import numpy as np
     import river
@@ -100,15 +106,26 @@ def provenance(quick: bool) -> dict[str, Any]:
     The git fields are ``None`` outside a checkout (an installed package): a run is
     still written, it just cannot name its commit.
     """
+    state = dict(_STARTED) or _source_state()
     return {
-        "written_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "git_commit": _git("rev-parse", "HEAD"),
+        "started_utc": state["started_utc"],
+        "written_utc": _utc_now(),
+        "git_commit": state["git_commit"],
         # A run from uncommitted code cannot be reproduced from the commit alone.
-        "git_dirty": (None if (status := _git("status", "--porcelain", "--untracked-files=no"))
-                      is None else bool(status)),
+        "git_dirty": state["git_dirty"],
         "quick": quick,
         "argv": sys.argv[1:],
     }
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _source_state() -> dict[str, Any]:
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"started_utc": _utc_now(), "git_commit": _git("rev-parse", "HEAD"),
+            "git_dirty": None if status is None else bool(status)}
 
 
 def _git(*args: str) -> str | None:

@@ -99,8 +99,9 @@ def render_drift(results: dict[str, Any]) -> str:
         results, seeds=f"{c['seeds']} (stream seed {c['seed']} + k, model seed "
                        f"{c['model_seed']} + k, river seed {c['river_seed']} + k)",
         sizes=f"{c['events']:,} events per synthetic stream, a drift every "
-              f"{c['drift_every']:,}; real streams capped at {c['real_events']:,} events "
-              f"(0 = whole dataset); micro-batch {c['micro_batch']}; warm-up "
+              f"{c['drift_every']:,}; real streams "
+              + (f"capped at {c['real_events']:,} events" if c["real_events"] else "whole")
+              + f"; micro-batch {c['micro_batch']}; warm-up "
               f"{c['warmup']:,}; recovery window {c['recovery_events']:,}")]
     out.append("Every figure is mean ± sd over the seeds (the mean alone with one seed).")
 

@@ -131,6 +131,8 @@ def test_drift_cells() -> None:
         "sea: accuracy with adaptation >= river ARF", "0.8123 ± 0.0041", "0.7900 ± 0.0020",
         "pass"]
     assert _row(out, "seeds")[1].startswith("3 (")
+    assert "20,000 events per synthetic stream" in _row(out, "sizes")[1]
+    assert "real streams whole" in _row(out, "sizes")[1]
     assert _row(out, "run")[1] == "full"
     assert _row(out, "git commit")[1] == "abc123"
     assert _row(out, "written (UTC)")[1] == "2026-01-02T03:04:05Z"

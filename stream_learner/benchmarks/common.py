@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,7 +53,13 @@ def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+_STARTED: dict[str, Any] = {}
+"""Set by :func:`machine_info` (each benchmark calls it as its run begins): the commit
+is read then, so a commit made while a long run goes on is not credited with it."""
+
+
 def machine_info() -> dict[str, Any]:
+    _STARTED.update(_source_state())
     import kafka
     import numpy as np
     import river
@@ -92,10 +100,52 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def provenance(quick: bool) -> dict[str, Any]:
+    """When and from which code a run's JSON was written, so a rendered table can say so.
+
+    The git fields are ``None`` outside a checkout (an installed package): a run is
+    still written, it just cannot name its commit.
+    """
+    state = dict(_STARTED) or _source_state()
+    return {
+        "started_utc": state["started_utc"],
+        "written_utc": _utc_now(),
+        "git_commit": state["git_commit"],
+        # A run from uncommitted code cannot be reproduced from the commit alone.
+        "git_dirty": state["git_dirty"],
+        "quick": quick,
+        "argv": sys.argv[1:],
+    }
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _source_state() -> dict[str, Any]:
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"started_utc": _utc_now(), "git_commit": _git("rev-parse", "HEAD"),
+            "git_dirty": None if status is None else bool(status)}
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
 def write_and_report(results: dict[str, Any], out: Path, quick: bool,
                      report: Callable[[dict[str, Any], Path], None]) -> int:
-    """Write the JSON (config marked quick or not), print the report; exit code 0."""
+    """Write the JSON (config marked quick or not, provenance added), print the report.
+
+    Returns exit code 0.  ``provenance`` is a new top-level key: readers of older JSON
+    (without it) still find ``config.quick`` and ``machine`` where they were.
+    """
     results["config"]["quick"] = quick
+    results.setdefault("provenance", provenance(quick))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     report(results, out)

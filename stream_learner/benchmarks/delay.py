@@ -84,6 +84,7 @@ class DelayConfig:
     stream: str = "sea"
     throughput_delay: int = 1_000      # label delay of the label-later half (throughput)
     logreg: bool = True                # river logistic regression too (cheap)
+    batch_size: int = 0                # the daemon's batch.size; 0: its default
     timeout_s: float = 600.0           # per daemon run
 
     @classmethod
@@ -196,10 +197,12 @@ def read_predictions(bootstrap: str, topic: str, n: int, timeout_s: float = 120.
 
 # ----------------------------------------------------------------------------- the daemon
 
-def settings(bootstrap: str, topic: str, ckpt: Path, n: int) -> Any:
+def settings(bootstrap: str, topic: str, ckpt: Path, n: int, batch_size: int = 0) -> Any:
     from ..config import Settings
 
+    batch = {"batch": {"size": batch_size}} if batch_size > 0 else {}
     return Settings(
+        **batch,
         kafka={"bootstrap_servers": bootstrap, "topic": topic,
                "group_id": f"bench-delay-{uuid.uuid4().hex[:8]}",
                "dlq_topic": f"{topic}.dlq", "predictions_topic": f"{topic}.predictions",
@@ -278,7 +281,8 @@ def _outcomes(metrics: dict[str, float], family: str, key: str) -> dict[str, int
 
 
 def daemon_run(bootstrap: str, tag: str, x: np.ndarray, labels: list[Any],
-               delays: np.ndarray, later: np.ndarray, timeout_s: float) -> dict[str, Any]:
+               delays: np.ndarray, later: np.ndarray, timeout_s: float,
+               batch_size: int = 0) -> dict[str, Any]:
     """One topic, one daemon: what it served and learned, checked by id."""
     from ..synth import ensure_topics
 
@@ -289,7 +293,8 @@ def daemon_run(bootstrap: str, tag: str, x: np.ndarray, labels: list[Any],
     produce_s = produce(bootstrap, topic, encode(plan, x, labels))
     n_later = int(later.sum())
     with tempfile.TemporaryDirectory(prefix="bench-delay-") as tmp:
-        daemon, t = run_daemon(settings(bootstrap, topic, Path(tmp), n), n, n_later, timeout_s)
+        daemon, t = run_daemon(settings(bootstrap, topic, Path(tmp), n, batch_size), n, n_later,
+                               timeout_s)
     assert t.t_first is not None and t.t_done is not None
     seconds = t.t_done - t.t_first
     m = daemon_metrics(daemon)
@@ -383,6 +388,8 @@ def run(cfg: DelayConfig) -> dict[str, Any]:
                                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "config": asdict(cfg), "machine": machine_info(),
                                "runs": [], "throughput": []}
+    from ..config import Settings
+    results["daemon_batch_size"] = cfg.batch_size or Settings().batch.size
     wall0 = time.perf_counter()
     with EmbeddedBroker() as broker:
         bs = broker.bootstrap_servers
@@ -394,7 +401,7 @@ def run(cfg: DelayConfig) -> dict[str, Any]:
             for delay in cfg.delays:
                 delays = label_delays(delay, cfg.n, seed, cfg.random_max)
                 row = daemon_run(bs, f"s{seed}-d{delay}", x, labels, delays, everything,
-                                 cfg.timeout_s)
+                                 cfg.timeout_s, cfg.batch_size)
                 row.update(seed=seed, delay=delay, mean_delay=float(delays.mean()))
                 row["arf"] = river_delayed(_arf(seed), x, labels, stream.feature_names,
                                            delay, delays)
@@ -413,7 +420,8 @@ def run(cfg: DelayConfig) -> dict[str, Any]:
             fixed = np.full(cfg.n, cfg.throughput_delay, dtype=np.int64)
             pair = {}
             for name, later in (("inline", np.zeros(cfg.n, bool)), ("half_later", half)):
-                r = daemon_run(bs, f"s{seed}-{name}", x, labels, fixed, later, cfg.timeout_s)
+                r = daemon_run(bs, f"s{seed}-{name}", x, labels, fixed, later, cfg.timeout_s,
+                               cfg.batch_size)
                 pair[name] = r
             pair["ratio"] = pair["half_later"]["rate"] / pair["inline"]["rate"]
             pair["seed"] = seed
@@ -527,7 +535,8 @@ def print_report(results: dict[str, Any], out: Path) -> None:
     console = Console()
     cfg = results["config"]
     table = Table(title=f"label delay: {results.get('stream')}, {cfg['n']:,} events, "
-                        f"{cfg['seeds']} seed(s), one partition per run")
+                        f"{cfg['seeds']} seed(s), one partition per run, daemon batch.size "
+                        f"{results.get('daemon_batch_size', '?')}")
     for col in ("delay", "served (scored)", "ARF delayed (scored)", "served (all)",
                 "daemon's served (all)", "ARF (all)", "prequential", "LogReg delayed",
                 "joins", "events/s"):

@@ -23,7 +23,8 @@ def render_markdown(result: dict[str, Any]) -> str:
     quick = " (`--quick`)" if cfg.get("quick") else ""
     lines = [
         f"Run{quick} of {result.get('created', '?')}: {result.get('stream', cfg['stream'])}, "
-        f"{cfg['n']:,} events per run, {cfg['seeds']} seed(s), mean ± sd over the seeds; "
+        f"{cfg['n']:,} events per run, {cfg['seeds']} seed(s), mean ± sd over the seeds, "
+        f"the daemon's batch.size {result.get('daemon_batch_size') or 'default'}; "
         f"{m.get('cpu_count', '?')} CPUs ({m.get('cpu_model') or 'unknown CPU'}), "
         f"river {m.get('river', '?')}.",
         "",

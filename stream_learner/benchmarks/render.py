@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .delay_report import render_markdown as render_delay
 from .drift_metrics import REFERENCE
 from .drift_report import PUBLISHED_LABEL, _bar_values, ms
 from .drift_streams import PUBLISHED_ARF
@@ -268,6 +269,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "drift": render_drift,
     "federation": render_federation,
     "continual": render_continual,
+    "delay": render_delay,
 }
 """Benchmark name -> markdown from its JSON; one line here plugs in another benchmark."""
 

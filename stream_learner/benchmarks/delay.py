@@ -230,7 +230,7 @@ def run_daemon(settings_: Any, n: int, n_later: int, timeout_s: float) -> tuple[
 
     daemon = Daemon(settings_)
     t = Timed()
-    process, handle = daemon.process, daemon._handle
+    process, handle = daemon.process, daemon.results.handle
 
     def timed_process(records: list[Any]) -> None:
         if t.t_first is None:
@@ -245,7 +245,7 @@ def run_daemon(settings_: Any, n: int, n_later: int, timeout_s: float) -> tuple[
             daemon.request_stop()
 
     daemon.process = timed_process  # type: ignore[method-assign]
-    daemon._handle = timed_handle  # type: ignore[method-assign]
+    daemon.results.handle = timed_handle  # type: ignore[method-assign]
     stop = threading.Event()
 
     def watchdog() -> None:

@@ -41,6 +41,29 @@ def _bar_values(bar: dict[str, Any]) -> tuple[str, str]:
     return f"{a:,.0f} ev/s ({bar['ratio']:.2f}x)", f"{b:,.0f} ev/s"
 
 
+DETECTORS = {"adapt": "ours, adapt", "no-adapt": "ours, no-adapt",
+             REFERENCE: "ADWIN() on no-adapt's raw errors"}
+
+
+def detection_rows(results: dict[str, Any],
+                   summary: dict[tuple[str, str], dict[str, Any]]) -> list[list[str]]:
+    """The counted-detection table's rows (stream, detector, scored drifts, counted, mean
+    delay, missed, FA per 100k), shared by the printed table and the docs page."""
+    warmup = results["config"]["warmup"]
+    rows = []
+    for s in results["streams"]:
+        scored = sum(dr["start"] >= warmup for dr in s["drifts"])
+        for k, label in DETECTORS.items():
+            e = summary.get((s["name"], k))
+            if e is None or e["detection"] is None:
+                continue
+            det = e["detection"]
+            rows.append([s["name"], label, str(scored), ms(det["detections"], ".1f"),
+                         ms(det["mean_delay"], ".0f"), ms(det["missed"], ".1f"),
+                         ms(det["false_alarms_per_100k"], ".0f")])
+    return rows
+
+
 def print_report(results: dict[str, Any], out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -118,16 +141,6 @@ def _detection_table(console: Any, results: dict[str, Any],
     for col in ("stream", "detector", "scored drifts", "counted", *DET_METRICS):
         d.add_column(col.replace("false_alarms_per_100k", "FA per 100k"),
                      justify="left" if col in ("stream", "detector") else "right")
-    labels = {"adapt": "ours, adapt", "no-adapt": "ours, no-adapt",
-              REFERENCE: "ADWIN() on no-adapt's raw errors"}
-    for s in results["streams"]:
-        scored = sum(dr["start"] >= c["warmup"] for dr in s["drifts"])
-        for k, label in labels.items():
-            e = summary.get((s["name"], k))
-            if e is None or e["detection"] is None:
-                continue
-            det = e["detection"]
-            d.add_row(s["name"], label, str(scored), ms(det["detections"], ".1f"),
-                      ms(det["mean_delay"], ".0f"), ms(det["missed"], ".1f"),
-                      ms(det["false_alarms_per_100k"], ".0f"))
+    for row in detection_rows(results, summary):
+        d.add_row(*row)
     console.print(d)

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .delay_report import render_markdown as render_delay
-from .drift_metrics import REFERENCE
-from .drift_report import PUBLISHED_LABEL, _bar_values, ms
+from .drift_report import PUBLISHED_LABEL, _bar_values, detection_rows, ms
 from .drift_streams import PUBLISHED_ARF
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -125,19 +124,7 @@ def render_drift(results: dict[str, Any]) -> str:
     per_stream(f"Recovery: mean accuracy over the {c['recovery_events']:,} events after "
                "each drift set in", "mean_recovery", ".4f", only_drifts=True)
     per_stream("Events/s of the learning pass", "rate", ",.0f")
-    labels = {"adapt": "ours, adapt", "no-adapt": "ours, no-adapt",
-              REFERENCE: "ADWIN() on no-adapt's raw errors"}
-    rows = []
-    for s in results["streams"]:
-        scored = sum(d["start"] >= c["warmup"] for d in s["drifts"])
-        for k, label in labels.items():
-            e = summary.get((s["name"], k))
-            if e is None or e["detection"] is None:
-                continue
-            det = e["detection"]
-            rows.append([s["name"], label, scored, ms(det["detections"], ".1f"),
-                         ms(det["mean_delay"], ".0f"), ms(det["missed"], ".1f"),
-                         ms(det["false_alarms_per_100k"], ".0f")])
+    rows = detection_rows(results, summary)
     out.append(f"**Counted drift detection** ({results['count_rule']}; matched within "
                f"{c['tolerance']:,} events after a drift set in)\n\n" + table(
                    ("stream", "detector", "scored drifts", "counted", "mean delay", "missed",

@@ -48,6 +48,7 @@ def test_continual_bench_quick_writes_complete_json(tmp_path):
         assert _finite(r["rate"]) and r["rate"] > 0 and r["events"] > 0
         assert r["settings"]["replay"]["capacity"] == 100
         assert r["boundaries"] == "task-free" and isinstance(r["consolidation"], str)
+        assert isinstance(r["drift_adaptations"], dict)
     # every config learned something on the first (untransformed) task
     assert all(r["accuracy_matrix"][0][0] > 0.3 for r in res["runs"])
     # split: after task 0 only classes 0/1 are known, so task 1 scores 0 then

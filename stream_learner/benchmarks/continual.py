@@ -317,6 +317,9 @@ def run_config(config: str, stream: Any, cfg: ContinualConfig,
         "prequential_accuracy": prequential_hits / max(events, 1),
         "accuracy_matrix": matrix, "skipped_steps": learner.skipped_steps,
         "consolidations": dict(getattr(strategy, "consolidations", {}) or {}),
+        # Drift adaptations the learner's detectors triggered: whether "drift signal"
+        # in the consolidation rule ever fired on this stream.
+        "drift_adaptations": dict(learner.drift.adaptations),
         "settings": sections,
     }
 

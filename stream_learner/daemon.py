@@ -77,6 +77,15 @@ def _declare_metrics(metrics: Metrics, settings: Settings, learner: LearnerHost)
         metrics.declare_gpu()
 
 
+def _event_limits(settings: Settings) -> Limits:
+    """The decoder's and the label join's caps, from the settings."""
+    k, m = settings.kafka, settings.model
+    return Limits(max_label_length=m.max_label_length, max_id_length=k.max_id_length,
+                  max_abs_feature=m.max_abs_feature,
+                  max_event_age_seconds=k.max_event_age_seconds,
+                  max_event_future_seconds=k.max_event_future_seconds)
+
+
 class Daemon:
     """poll → decode → predict → learn → checkpoint → commit, composed from its parts."""
 
@@ -99,11 +108,7 @@ class Daemon:
             log.info("federation off: set federation.private_key_file and peer keys "
                      "(federation.peers or federation.peers_dir) to share updates")
         self.learner: LearnerHost = make_learner_host(settings)
-        k, m = settings.kafka, settings.model
-        limits = Limits(
-            max_label_length=m.max_label_length, max_id_length=k.max_id_length,
-            max_abs_feature=m.max_abs_feature, max_event_age_seconds=k.max_event_age_seconds,
-            max_event_future_seconds=k.max_event_future_seconds)
+        k, m, limits = settings.kafka, settings.model, _event_limits(settings)
         self.decoder = EventDecoder(m.n_features, m.feature_names, k.max_event_bytes, limits)
         self.labels = LabelSide(settings, self.metrics.labels, limits)
         self.counters = Counters()
@@ -250,11 +255,13 @@ class Daemon:
         seq = self.counters.consumed
         labeled = np.fromiter((lab is not None for lab in batch.labels), bool, len(batch.labels))
         n_labeled = int(labeled.sum())
+        # Paced whenever this batch brings labels, inline or joined: a stream whose labels
+        # all arrive later must not stay at the starting (largest) step.
+        step = None
+        if n_labeled or label_events:
+            step = self.accounting.pace(len(records) >= self.settings.batch.size,
+                                        self.positions.lag_total)
         if n_labeled:
-            step = self.accounting.pacer.update(
-                backlogged=len(records) >= self.settings.batch.size, now=time.monotonic(),
-                lag=self.positions.lag_total)
-            self.metrics.step_size.set(step)
             if n_labeled == labeled.size:
                 x, labels, ts, rows = batch.x, batch.labels, batch.ts, batch.index
             else:
@@ -274,7 +281,7 @@ class Daemon:
                                     [(r.topic, r.partition, r.offset) for r in unlabeled], kept),
                 top_k=self.settings.kafka.predictions_top_k)
         if label_events:
-            self._join(label_events, seq)
+            self._join(label_events, seq, step)
         by_partition: dict[tuple[str, int], list[int]] = {}
         for r in records:   # records of one partition are in offset order
             by_partition.setdefault((r.topic, r.partition), []).append(r.offset)
@@ -288,7 +295,7 @@ class Daemon:
         self.metrics.last_event_ts.set(time.time())
         self._refresh_gauges()
 
-    def _join(self, label_events: list[Any], seq: int) -> None:
+    def _join(self, label_events: list[Any], seq: int, step: int | None) -> None:
         """Label events: learn those that found their features; dead-letter the rest."""
         joined = self.labels.join(label_events, seq, self.decoder.n_features or 0)
         for rec, reason, detail in joined.rejects:
@@ -297,7 +304,7 @@ class Daemon:
             # Submitted after this batch's predictions: results come back in order, so
             # the served prediction of a same-batch id is known when this one returns.
             self.learner.submit_learn(
-                joined.x, joined.labels, step_size=None,
+                joined.x, joined.labels, step_size=step,
                 ctx=(np.full(len(joined.labels), np.nan), joined.records,
                      np.arange(len(joined.labels)), joined))
 

@@ -34,6 +34,12 @@ class LearnAccounting:
         self.drift: DriftReport | None = None   # last reported by the learner
         self._skipped_steps = 0                 # the learner reports a running total
 
+    def pace(self, full_batch: bool, lag: int) -> int:
+        """The step size for this batch's learning (see :class:`~.pacing.StepPacer`)."""
+        step = self.pacer.update(backlogged=full_batch, now=time.monotonic(), lag=lag)
+        self.metrics.step_size.set(step)
+        return step
+
     def learned(self, result: Learned, ts: np.ndarray) -> None:
         n = int(result.y.shape[0])
         self.accuracy.update(result.y, result.pred)

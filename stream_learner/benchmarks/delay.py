@@ -223,12 +223,16 @@ class Timed:
     timed_out: bool = False
 
 
-def run_daemon(settings_: Any, n: int, n_later: int, timeout_s: float) -> tuple[Any, Timed]:
+def run_daemon(settings_: Any, n: int, n_later: int, timeout_s: float,
+               prepare: Callable[[Any], None] | None = None) -> tuple[Any, Timed]:
     """Run a Daemon in this thread until it has learned ``n`` events and answered
-    ``n_later`` predictions; the times come from inside its loop."""
+    ``n_later`` predictions; the times come from inside its loop.  ``prepare`` sees the
+    daemon before it runs (a test's recorder)."""
     from ..daemon import Daemon
 
     daemon = Daemon(settings_)
+    if prepare is not None:
+        prepare(daemon)
     t = Timed()
     process, handle = daemon.process, daemon.results.handle
 

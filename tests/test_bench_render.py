@@ -163,6 +163,13 @@ def test_federation_cells() -> None:
     assert _row(out, "federated >= centralised - 1 pt")[1:] == ["0.812", "0.810", "PASS"]
 
 
+def test_federation_overhead_without_a_round_is_not_a_cost() -> None:
+    res = federation_result()
+    res["overhead"].update(rounds=[0.0], seconds_per_round=None, measured=False)
+    out = render_federation(res)
+    assert "| 0 | not measured (no round) |" in out
+
+
 def test_throughput_cells_and_older_json_without_provenance() -> None:
     out = render_throughput(throughput_result())
     assert _row(out, "daemon replay (batch 64)") == [

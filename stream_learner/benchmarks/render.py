@@ -187,7 +187,8 @@ def render_federation(results: dict[str, Any]) -> str:
             ("events/s off", "events/s on", "ratio", "rounds", "ms a round"),
             [[rate(ov["off"]), rate(ov["on"]), f"{ov['ratio']:.2f}",
               ", ".join(f"{v:.0f}" for v in ov["rounds"]),
-              f"{ov['seconds_per_round'] * 1e3:.1f}"]], right=(True,) * 5))
+              "not measured (no round)" if ov.get("seconds_per_round") is None
+              else f"{ov['seconds_per_round'] * 1e3:.1f}"]], right=(True,) * 5))
     rows = [[b["bar"], f"{b['value']:.3f}", f"{b['reference']:.3f}", pass_fail(b["pass"])]
             for b in results["bars"]]
     out.append("**Verdicts**\n\n" + table(("bar", "value", "reference", "result"), rows,

@@ -21,6 +21,9 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+COLD_BATCH_SIZE = 64
+"""Largest micro-batch while the model knows no class (see :meth:`ConsumerSide.next_batch`)."""
+
 
 class ConsumerSide:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
@@ -105,10 +108,18 @@ class ConsumerSide:
                 if r.offset >= skip.get(TopicPartition(r.topic, r.partition), -1)]
 
     # -- polling --------------------------------------------------------------------------
-    def next_batch(self, stopping: Callable[[], bool]) -> list[Any]:
-        """Up to batch.size records, or fewer once batch.max_wait_ms has passed."""
+    def next_batch(self, stopping: Callable[[], bool], cold: bool = False) -> list[Any]:
+        """Up to batch.size records, or fewer once batch.max_wait_ms has passed.
+
+        ``cold`` (the model knows no class yet): at most :data:`COLD_BATCH_SIZE`, because
+        every event of a batch is predicted before any label in it is learned, and a cold
+        model can predict nothing: on a backlog, a full first batch would serve
+        ``"label": null`` for its first batch.size events instead of a few dozen.
+        """
         assert self.consumer is not None
         size = self.settings.batch.size
+        if cold:
+            size = min(size, COLD_BATCH_SIZE)
         deadline = time.monotonic() + self.settings.batch.max_wait_ms / 1000
         out: list[Any] = []
         while len(out) < size and not stopping():

@@ -213,7 +213,8 @@ class Daemon:
             while not self.stopping:
                 self.housekeeping.tick()
                 self._throttle_if_backlogged()
-                records = self.positions.next_batch(lambda: self.stopping)
+                records = self.positions.next_batch(lambda: self.stopping,
+                                                    cold=not self.learner.info.labels)
                 if records:
                     self.process(records)
                 self.results.handle(self.learner.completed())

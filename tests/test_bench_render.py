@@ -168,6 +168,8 @@ def test_federation_overhead_without_a_round_is_not_a_cost() -> None:
     res["overhead"].update(rounds=[0.0], seconds_per_round=None, measured=False)
     out = render_federation(res)
     assert "| 0 | not measured (no round) |" in out
+    res["overhead"].update(rounds=[2.0], seconds_per_round=-1.2, measured=True)
+    assert "| 2 | none measurable (on as fast) |" in render_federation(res)
 
 
 def test_throughput_cells_and_older_json_without_provenance() -> None:

@@ -430,6 +430,8 @@ def _per_round(ov: dict[str, Any]) -> str:
     per = ov.get("seconds_per_round")
     if per is None:
         return "no federation round during the backlog: overhead not measured, no bar"
+    if per <= 0:
+        return "no measurable cost a round: federation on was as fast or faster (noise)"
     return f"{per * 1e3:.1f} ms a round"
 
 

@@ -24,18 +24,41 @@ task's test set: ``R[i][j]`` = accuracy on task j after learning task i.  Report
 
 Task boundaries: the benchmark never calls ``consolidate`` and never tells a native
 configuration where a task ends.  By default every native configuration is task-free: it
-consolidates only on what the stream shows, exactly as the daemon does at its defaults
+consolidates on what the stream shows, exactly as the daemon does at its defaults
 (``strategy.consolidate_on_new_class`` and ``strategy.consolidate_on_drift``, the drift
-signal coming from the learner's own detectors; ``strategy.consolidate_every_events`` is
-the daemon's default, off, unless the ``consolidate_every_events`` option sets a fixed
-period, which is never derived from the stream).  The Avalanche backend treats every
-micro-batch as an experience (Avalanche's online idiom), so its EWC consolidates after
-every micro-batch (online EWC with decay).  With the ``oracle`` option each consolidating
-native configuration also runs once more, as a separate row named ``"<config> (oracle
-boundaries)"``, with ``consolidate_every_events`` = the task length (Permuted / Rotated /
-SEA, equal-sized tasks) or ``consolidate_on_new_class`` alone (Split): the information a
-task-aware benchmark gives.  Oracle rows never enter a bar.  Every row records
-``boundaries`` (``"task-free"`` or ``"oracle"``) and ``consolidation`` (the rule used).
+signal coming from the learner's own detectors), plus a fixed period
+``strategy.consolidate_every_events`` that is never derived from a reported stream: tuned
+(below), or the ``consolidate_every_events`` option with ``tune`` off (0 = the daemon's
+default, off).  The Avalanche backend treats every micro-batch as an experience
+(Avalanche's online idiom), so its EWC consolidates after every micro-batch (online EWC
+with decay).  With the ``oracle`` option each consolidating native configuration also
+runs once more, as a separate row named ``"<config> (oracle boundaries)"``, with
+``consolidate_every_events`` = the task length (Permuted / Rotated / SEA, equal-sized
+tasks) or ``consolidate_on_new_class`` alone (Split): the information a task-aware
+benchmark gives.  Oracle rows never enter a bar.  Every row records ``boundaries``
+(``"task-free"`` or ``"oracle"``) and ``consolidation`` (the rule used).
+
+Seeds (``seeds``, the CLI's ``--seeds``; default 3, ``--quick`` 1): seed k = ``seed + k``
+builds the stream (train/test split, permutations, presentation order, SEA generators
+``100 * seed + segment``) and seeds the run (``model.seed``: model init and the replay
+memories; torch, numpy and Python's RNGs: Avalanche's shuffles and buffers).  The JSON
+keeps one row per seed (``runs``) and ``summary``: mean ± sd per stream and configuration.
+
+Tuning (``tune``, on in a full run, off with ``--quick``): every native configuration
+runs with every period of ``tune_periods`` on *tuning streams* -- the same kinds built
+from seeds ``tune_seed + j`` and other generators (:data:`TUNING_VARIANT`: no identity
+task, angles between the reported ones, shifted class pairs, other SEA concepts), so no
+task transformation of a tuning stream is one of a reported stream's -- and keeps, per
+configuration, the period with the best mean tuning accuracy (:data:`TUNE_CRITERION`);
+the configuration with the best score is "our best".  The reported streams then run with
+those values.  ``tuning`` in the JSON records the streams, their transforms, every
+tuning row, the chosen periods and our best.
+
+Bars (Permuted, Rotated, Split; :data:`BAR_RULE`): our best's final accuracy >=
+Avalanche's best (its most accurate strategy on that stream, picked on the reported
+stream: the choice most favourable to the reference), forgetting <=, events/s >=
+:data:`BAR_RATE_RATIO` x; each condition is a verdict by the drift benchmark's spread
+rule, and a bar passes only when all three pass.
 
 Labels are ints 0..9 fed in stream order; test labels are mapped through the learner's
 label map, and a label the learner has not seen counts as wrong (for Split that is the

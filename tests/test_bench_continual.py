@@ -258,3 +258,18 @@ def test_seeds_and_tuning_end_to_end(tmp_path):
     assert reported.isdisjoint(t for s in tuning["streams"] for t in s["transforms"])
     (entry,) = [e for e in res["summary"] if e["config"] == "lwf"]
     assert entry["seeds"] == [0, 1] and entry["final_accuracy"]["sd"] is not None
+
+
+def test_cli_seeds_reach_bench_continual(monkeypatch):
+    import stream_learner.benchmarks as benchmarks
+    from stream_learner import cli
+
+    got = {}
+    monkeypatch.setattr(benchmarks, "run_benchmark",
+                        lambda name, out=None, quick=False, **options: got.update(
+                            name=name, **options) or 0)
+    assert cli.main(["bench", "continual", "--seeds", "5", "--quick"]) == 0
+    assert got == {"name": "continual", "seeds": 5}
+    with pytest.raises(SystemExit, match="--seeds: only"):
+        cli.main(["bench", "throughput", "--seeds", "2"])
+    assert ContinualConfig.build(False).seeds == 3 and ContinualConfig.build(True).seeds == 1

@@ -151,9 +151,9 @@ class ContinualConfig:
     # ``tune_periods``, and "our best" configuration, on tuning streams (other generators,
     # seeds tune_seed + j), never on the reported streams.
     tune: bool = True
-    tune_periods: tuple[int, ...] = (0, 200, 400, 800, 1600, 3200)
+    tune_periods: tuple[int, ...] = (0, 200, 400, 800, 1600, 3200, 6400)
     tune_seed: int = 1000
-    tune_seeds: int = 1
+    tune_seeds: int = 2
     tune_streams: tuple[str, ...] = ALL_STREAMS
 
     @classmethod

@@ -238,7 +238,8 @@ def test_seeds_and_tuning_end_to_end(tmp_path):
     out = tmp_path / "c.json"
     code = run_benchmark("continual", out=out, quick=True, streams=("permuted",),
                          configs=("naive", "lwf"), tasks=2, hidden=(32,), capacity=100,
-                         seeds=2, tune=True, tune_periods=(0, 300), tune_streams=("permuted",))
+                         seeds=2, tune=True, tune_periods=(0, 300), tune_streams=("permuted",),
+                         tune_seeds=1)
     assert code == 0
     res = json.loads(out.read_text())
     assert res["seeds"] == [0, 1]

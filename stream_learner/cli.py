@@ -115,10 +115,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     rate=args.rate)
 
 
+SEEDED = ("drift", "delay", "continual")
+"""The benchmarks ``--seeds`` repeats."""
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .benchmarks import run_benchmark
-    if args.seeds is not None and args.name not in ("drift", "delay"):
-        raise SystemExit("--seeds: only `bench drift` and `bench delay` repeat over seeds")
+    if args.seeds is not None and args.name not in SEEDED:
+        raise SystemExit("--seeds: only " + ", ".join(f"`bench {n}`" for n in SEEDED)
+                         + " repeat over seeds")
     options = {} if args.seeds is None else {"seeds": args.seeds}
     return run_benchmark(args.name, out=args.out, quick=args.quick, **options)
 
@@ -214,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=None)
     bench.add_argument("--quick", action="store_true", help="smaller run for smoke tests")
     bench.add_argument("--seeds", type=int, default=None, metavar="N",
-                       help="drift, delay: repetitions, every figure mean ± sd (default 3, "
-                            "--quick 1)")
+                       help=f"{', '.join(SEEDED)}: repetitions, every figure mean ± sd "
+                            "(default 3, --quick 1)")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -249,3 +249,42 @@ def test_a_benchmark_records_its_provenance_when_it_starts() -> None:
     if (ROOT / ".git").exists():     # a checkout names its commit; an install cannot
         assert re.fullmatch(r"[0-9a-f]{40}", prov["git_commit"])
         assert isinstance(prov["git_dirty"], bool)
+
+
+def test_continual_seeded_cells_tuning_and_verdicts() -> None:
+    result = continual_result()
+    result["seeds"] = [0, 1, 2]
+    result["summary"] = [{"stream": "permuted-digits", "config": "mer", "seeds": [0, 1, 2],
+                          "boundaries": "task-free", "consolidation": "rule",
+                          "final_accuracy": _stats(0.8149, 0.0102),
+                          "forgetting": _stats(0.1246, 0.0087),
+                          "prequential_accuracy": _stats(0.5, 0.01),
+                          "rate": _stats(4609.0, 1251.0)}]
+    result["tuning"] = {
+        "criterion": "the criterion", "seeds": [1000], "periods": [0, 400],
+        "variants": {"permuted": "other permutations"}, "chosen": {"mer": 0, "ewc": 400},
+        "best": "mer", "scores": {"mer": {"final_accuracy": 0.85, "forgetting": 0.12},
+                                  "ewc": {"final_accuracy": 0.76, "forgetting": 0.16}},
+        "runs": [{"config": "mer", "period": 0, "final_accuracy": 0.85},
+                 {"config": "ewc", "period": 0, "final_accuracy": 0.70},
+                 {"config": "ewc", "period": 400, "final_accuracy": 0.76}]}
+    result["bar_rule"] = "the bar rule"
+    result["bars"] = [{"name": "permuted: our best", "accuracy": [0.8149, 0.6957],
+                       "forgetting": [0.1246, 0.1010], "rate_ratio": 4.04,
+                       "stats": {"final_accuracy": [_stats(0.8149, 0.0102),
+                                                    _stats(0.6957, 0.0058)],
+                                 "forgetting": [_stats(0.1246, 0.0087), _stats(0.1010, 0.012)]},
+                       "conditions": {"accuracy": "pass", "forgetting": "fail",
+                                      "rate": "within spread"},
+                       "verdict": "fail", "passed": False}]
+    out = render_continual(result)
+    assert _row(out, "mer") == ["mer", "0.8149 ± 0.0102", "0.1246 ± 0.0087",
+                                "0.5000 ± 0.0100", "4,609 ± 1,251"]
+    assert _row(out, "mer (our best)")[1:4] == ["off", "0.8500", "0.1200"]
+    assert _row(out, "ewc") == ["ewc", "400", "0.7600", "0.1600", "off:0.700 400:0.760"]
+    assert _row(out, "permuted: our best") == [
+        "permuted: our best", "0.8149 ± 0.0102 vs 0.6957 ± 0.0058",
+        "0.1246 ± 0.0087 vs 0.1010 ± 0.0120", "4.0x",
+        "accuracy pass, forgetting fail, rate within spread", "fail"]
+    assert _row(out, "seeds")[1].startswith("3 (seeds 0, 1, 2")
+    assert "seeds 1000; never reported" in out

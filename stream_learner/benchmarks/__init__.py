@@ -1,7 +1,7 @@
 """Benchmarks behind ``stream-learner bench NAME``: each prints a table and writes JSON.
 
 ``run_benchmark`` is what the CLI calls; keyword ``options`` go to the benchmark
-(the tests use them to shrink a run), so the CLI surface stays ``--out``/``--quick`` (and ``--seeds`` for drift and delay).
+(the tests use them to shrink a run), so the CLI surface stays ``--out``/``--quick`` (and ``--seeds`` for drift, delay and continual).
 """
 
 from __future__ import annotations

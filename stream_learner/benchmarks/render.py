@@ -138,28 +138,59 @@ def render_drift(results: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- continual
 
 def render_continual(results: dict[str, Any]) -> str:
+    from .continual import our_best, summarise, tuning_rows, tuning_streams_line
+
     c = results["config"]
+    seeds = results.get("seeds") or [c["seed"]]
     out = [provenance(
-        results, seeds=f"1 (seed {c['seed']})",
+        results, seeds=f"1 (seed {seeds[0]})" if len(seeds) == 1 else
+        f"{len(seeds)} (seeds {', '.join(map(str, seeds))}, each for the data, the model, "
+        "replay sampling and Avalanche)",
         sizes=f"{c['tasks']} permuted/rotated tasks, {c['split_tasks']} split tasks, "
               f"{c['sea_tasks']} SEA segments of {c['sea_events']:,} events; micro-batch "
               f"{c['micro_batch']}, step {c['step_size']}, MLP {tuple(c['hidden'])}, lr "
               f"{c['lr']}, memory {c['capacity']} (replay batch {c['replay_batch']})")]
+    if len(seeds) > 1:
+        out.append("Every figure is mean ± sd over the seeds.")
+    tuning = results.get("tuning")
+    if tuning:
+        out.append(f"**Tuning** ({tuning['criterion']}): {tuning_streams_line(tuning)}; "
+                   f"periods tried: {', '.join('off' if p == 0 else str(p) for p in tuning['periods'])}"
+                   "\n\n" + table(("configuration", "chosen consolidate_every_events",
+                                    "tuning acc", "tuning forgetting",
+                                    "mean tuning acc per period"), tuning_rows(tuning),
+                                   right=(False, True, True, True, False)))
+    summary = results.get("summary") or summarise(results)
     for s in results["streams"]:
-        rows = [[r["config"], f4(r["final_accuracy"]), f4(r["forgetting"]),
-                 f4(r["prequential_accuracy"]), rate(r["rate"])]
-                for r in results["runs"] if r["stream"] == s["name"]]
+        rows = [[e["config"], ms(e["final_accuracy"]), ms(e["forgetting"]),
+                 ms(e["prequential_accuracy"]), ms(e["rate"], ",.0f")]
+                for e in summary if e["stream"] == s["name"]]
         out.append(f"**{s['name']}**: {s['description']} ({sum(s['train_events']):,} "
                    "training events, single pass)\n\n" + table(
                        ("configuration", "final avg acc", "avg forgetting", "prequential acc",
                         "events/s"), rows))
-    rows = [[b["name"], f"{f4(b['accuracy'][0])} vs {f4(b['accuracy'][1])}",
-             f"{f4(b['forgetting'][0])} vs {f4(b['forgetting'][1])}",
+
+    def pair(b: dict[str, Any], key: str, old: str) -> str:
+        st = b.get("stats", {}).get(key)
+        if st:
+            return f"{ms(st[0])} vs {ms(st[1])}"
+        return f"{f4(b[old][0])} vs {f4(b[old][1])}"
+
+    # Older JSON (one seed, pass/fail bars) has no per-condition verdicts.
+    seeded = any("conditions" in b for b in results["bars"])
+    rows = [[b["name"], pair(b, "final_accuracy", "accuracy"),
+             pair(b, "forgetting", "forgetting"),
              "-" if b["rate_ratio"] is None else f"{b['rate_ratio']:.1f}x",
-             pass_fail(b["passed"])] for b in results["bars"]]
-    out.append("**Verdicts**\n\n" + table(
-        ("bar", "accuracy", "forgetting", "rate ratio", "result"), rows,
-        right=(False, True, True, True, False)))
+             *([", ".join(f"{k} {v}" for k, v in b.get("conditions", {}).items()) or "-"]
+               if seeded else []),
+             b.get("verdict") or pass_fail(b["passed"])] for b in results["bars"]]
+    rule = f" ({results['bar_rule']})" if results.get("bar_rule") else ""
+    best = f"; 'our best' = {our_best(results)}" + (
+        ", picked on the tuning streams" if tuning else "") if results.get("bar_rule") else ""
+    out.append(f"**Verdicts**{rule}{best}\n\n" + table(
+        ("bar", "accuracy", "forgetting", "rate ratio", *(("conditions",) if seeded else ()),
+         "result"), rows, right=(False, True, True, True, *((False,) if seeded else ()),
+                                 False)))
     return "\n\n".join(out)
 
 

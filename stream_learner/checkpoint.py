@@ -123,8 +123,7 @@ class CheckpointStore:
                 state = load_checkpoint_file(path)
                 if validate is not None:
                     validate(state)
-                log.info("restored checkpoint %s", path)
-                return path, state
+                return path, state      # the caller logs what it restored
             except Exception as exc:  # noqa: BLE001 - any unreadable file means "try older"
                 log.warning("checkpoint %s is unreadable (%s); trying an older one", path,
                             one_line(exc))

@@ -3,7 +3,8 @@
 The loop's parts (accuracy, loss, decoder, counters, offsets, lineage, the label join,
 the peers' versions) keep numpy arrays, since the loop never imports torch. Files stay
 what they were (tensors, loaded with ``weights_only``), so the worker, which writes and
-reads them, converts here: :func:`to_file` before saving, :func:`to_loop` on what it
+reads them, converts here: :func:`to_file` as it saves (in
+:meth:`~stream_learner.checkpoint.CheckpointStore.save`), :func:`to_loop` on what it
 hands back after a restore (a tensor sent to the loop would import torch there when
 unpickled).
 """

@@ -15,7 +15,7 @@ import functools
 from typing import Any
 
 from .checkpoint import CheckpointStore
-from .checkpoint_codec import to_file, to_loop
+from .checkpoint_codec import to_loop
 from .config import Settings
 from .learner_messages import Restored, Saved
 from .restore_check import check_restorable
@@ -37,7 +37,7 @@ class CheckpointKeeper:
 
     def save(self, learner_state: dict[str, Any], loop_state: dict[str, Any]) -> Saved:
         try:
-            path = self.store.save({**to_file(loop_state), "learner": learner_state})
+            path = self.store.save({**loop_state, "learner": learner_state})
         except OSError as exc:      # the daemon counts it and retries, as for its own write
             return Saved(path=None, errno=exc.errno, error=str(exc))
         return Saved(path=str(path))

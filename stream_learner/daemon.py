@@ -48,7 +48,7 @@ from .learn_accounting import LearnAccounting
 from .learner_results import ResultHandler
 from .output_sink import DLQ_MAX_RECORD_BYTES, MAX_PENDING_RECORDS, OutputSink, dlq_copy
 from .lineage import Lineage
-from .learner_host import LearnerHost, WorkerLearner, make_learner_host
+from .learner_host import HostCheckpoints, LearnerHost, WorkerLearner, make_learner_host
 from .metrics import Health, Metrics, MetricsServer
 from .save_failures import SaveFailures
 from .systemd import Notifier
@@ -77,6 +77,17 @@ def _declare_metrics(metrics: Metrics, settings: Settings, learner: LearnerHost)
         metrics.declare_gpu()
 
 
+def _make_federation(settings: Settings, metrics: Metrics) -> Federation | None:
+    if not settings.federation.enabled:
+        log.info("federation off: set federation.private_key_file and peer keys "
+                 "(federation.peers or federation.peers_dir) to share updates")
+        return None
+    # Imported only when enabled: it decodes, verifies and merges peer tensors (torch).
+    from .federation.transport import Federation
+
+    return Federation(settings, metrics.federation)
+
+
 class Daemon:
     """poll → decode → predict → learn → checkpoint → commit, composed from its parts."""
 
@@ -90,13 +101,7 @@ class Daemon:
         self.health = Health(settings.metrics.stall_seconds)
         self.notifier = notifier or Notifier()
         # Before the learner worker starts: a bad key file stops start-up with one line.
-        self.federation: Federation | None = None
-        if settings.federation.enabled:
-            from .federation.transport import Federation
-            self.federation = Federation(settings, self.metrics.federation)
-        else:
-            log.info("federation off: set federation.private_key_file and peer keys "
-                     "(federation.peers or federation.peers_dir) to share updates")
+        self.federation = _make_federation(settings, self.metrics)
         self.learner: LearnerHost = make_learner_host(settings)
         k, m = settings.kafka, settings.model
         limits = Limits(
@@ -155,6 +160,11 @@ class Daemon:
     @property
     def lag_total(self) -> int:
         return self.positions.lag_total
+
+    @property
+    def store(self) -> HostCheckpoints:
+        """Checkpoint files, written and read where the model is (tools and tests)."""
+        return self.learner.checkpoints
 
     @property
     def last_checkpoint_path(self) -> str | None:

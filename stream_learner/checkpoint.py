@@ -26,6 +26,8 @@ from typing import Any, Callable
 
 import torch
 
+from .checkpoint_codec import to_file
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -88,7 +90,9 @@ class CheckpointStore:
         tmp = final.with_suffix(".tmp")
         try:
             with open(tmp, "wb") as fh:
-                torch.save({"format": FORMAT_VERSION, "state": state}, fh)
+                # numpy arrays (the Kafka loop's parts) go to disk as tensors: the
+                # format weights_only loads stays what it was.
+                torch.save({"format": FORMAT_VERSION, "state": to_file(state)}, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
@@ -123,8 +127,7 @@ class CheckpointStore:
                 state = load_checkpoint_file(path)
                 if validate is not None:
                     validate(state)
-                log.info("restored checkpoint %s", path)
-                return path, state
+                return path, state      # the caller logs what it restored
             except Exception as exc:  # noqa: BLE001 - any unreadable file means "try older"
                 log.warning("checkpoint %s is unreadable (%s); trying an older one", path,
                             one_line(exc))

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Literal
+from pathlib import Path
+from typing import Any, Callable, Literal, Protocol
 
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from .checkpoint import CheckpointStore
 from .config import Settings
 from .consumer_side import ConsumerSide
 from .export.periodic import PeriodicExporter
@@ -33,12 +33,22 @@ log = logging.getLogger(__name__)
 CommitMode = Literal["sync", "async", "none"]
 
 
+class CheckpointWriter(Protocol):
+    """Writes one checkpoint atomically, or raises ``OSError``: the daemon's is the
+    learner host's :class:`~stream_learner.learner_protocol.HostCheckpoints` (the file is
+    written where the model is), a test's may be a
+    :class:`~stream_learner.checkpoint.CheckpointStore`."""
+
+    def save(self, state: dict[str, Any]) -> str | Path: ...
+
+
 class CheckpointCoordinator:
     def __init__(self, settings: Settings, metrics: Metrics, health: Health,
-                 store: CheckpointStore, sink: OutputSink, positions: ConsumerSide,
+                 store: CheckpointWriter, sink: OutputSink, positions: ConsumerSide,
                  drain: Callable[[], None], snapshot: Callable[[], dict[str, Any]]) -> None:
         """``drain`` finishes (and accounts for) every update in flight; ``snapshot``
-        returns the state to save, offsets included."""
+        returns the state to save, offsets included (the daemon's: every part but the
+        learner, which ``store`` adds where the model is)."""
         self.settings = settings
         self.metrics = metrics
         self.health = health

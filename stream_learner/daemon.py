@@ -27,21 +27,19 @@ import gc
 import logging
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from . import __version__
-from .checkpoint import CheckpointStore
 from .checkpoint_coordinator import CheckpointCoordinator, CommitMode
 from .config import Settings
 from .consumer_side import ConsumerSide
 from .counters import Counters
 from .daemon_state import DaemonState
-from .drift import DriftReport
+from .drift.report import DriftReport
 from .events import EventDecoder, Limits
 from .group_membership import GroupMembership
 from .housekeeping import STATUS_EVERY_S, Housekeeping
@@ -49,12 +47,14 @@ from .label_side import LabelSide
 from .learn_accounting import LearnAccounting
 from .learner_results import ResultHandler
 from .output_sink import DLQ_MAX_RECORD_BYTES, MAX_PENDING_RECORDS, OutputSink, dlq_copy
-from .federation.transport import Federation
 from .lineage import Lineage
-from .learner_host import LearnerHost, WorkerLearner, make_learner_host
+from .learner_host import HostCheckpoints, LearnerHost, WorkerLearner, make_learner_host
 from .metrics import Health, Metrics, MetricsServer
 from .save_failures import SaveFailures
 from .systemd import Notifier
+
+if TYPE_CHECKING:   # with federation on only (torch: it decodes and verifies tensors)
+    from .federation.transport import Federation
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,17 @@ def _event_limits(settings: Settings) -> Limits:
                   max_event_future_seconds=k.max_event_future_seconds)
 
 
+def _make_federation(settings: Settings, metrics: Metrics) -> Federation | None:
+    if not settings.federation.enabled:
+        log.info("federation off: set federation.private_key_file and peer keys "
+                 "(federation.peers or federation.peers_dir) to share updates")
+        return None
+    # Imported only when enabled: it decodes, verifies and merges peer tensors (torch).
+    from .federation.transport import Federation
+
+    return Federation(settings, metrics.federation)
+
+
 class Daemon:
     """poll → decode → predict → learn → checkpoint → commit, composed from its parts."""
 
@@ -94,19 +105,12 @@ class Daemon:
         if not settings.kafka.bootstrap_servers:
             raise ValueError("kafka.bootstrap_servers is not set (STREAM_LEARNER_KAFKA__"
                              "BOOTSTRAP_SERVERS or kafka.bootstrap_servers in --config)")
-        self.settings = settings
-        if settings.model.threads:
-            torch.set_num_threads(settings.model.threads)
+        self.settings = settings   # model.threads: applied where the model is (LearnerCore)
         self.metrics = metrics or Metrics()
         self.health = Health(settings.metrics.stall_seconds)
         self.notifier = notifier or Notifier()
         # Before the learner worker starts: a bad key file stops start-up with one line.
-        self.federation: Federation | None = None
-        if settings.federation.enabled:
-            self.federation = Federation(settings, self.metrics.federation)
-        else:
-            log.info("federation off: set federation.private_key_file and peer keys "
-                     "(federation.peers or federation.peers_dir) to share updates")
+        self.federation = _make_federation(settings, self.metrics)
         self.learner: LearnerHost = make_learner_host(settings)
         k, m, limits = settings.kafka, settings.model, _event_limits(settings)
         self.decoder = EventDecoder(m.n_features, m.feature_names, k.max_event_bytes, limits)
@@ -116,7 +120,6 @@ class Daemon:
         # The same objects, named here for the checkpoint and the benchmarks.
         self.accuracy, self.loss = self.accounting.accuracy, self.accounting.loss
         self.lineage = Lineage()                         # offsets this model processed
-        self.store = CheckpointStore(settings.checkpoint.dir, settings.checkpoint.keep)
         self.positions = ConsumerSide(settings, self.metrics)
         self.sink = OutputSink(settings, self.metrics, self.counters)
         self.results = ResultHandler(
@@ -124,12 +127,13 @@ class Daemon:
             self.federation, self._refresh_gauges,
             last_checkpoint=lambda: self.checkpoints.last_checkpoint_path)
         self.parts = DaemonState(
-            settings, self.metrics, self.store, self.learner, self.decoder, self.accuracy,
+            settings, self.metrics, self.learner, self.decoder, self.accuracy,
             self.loss, self.counters, self.positions, self.lineage, self.labels,
             self.federation, self._refresh_gauges)
         self.checkpoints = CheckpointCoordinator(
-            settings, self.metrics, self.health, self.store, self.sink, self.positions,
-            drain=lambda: self.results.handle(self.learner.drain()), snapshot=self.state_dict)
+            settings, self.metrics, self.health, self.learner.checkpoints, self.sink,
+            self.positions, drain=lambda: self.results.handle(self.learner.drain()),
+            snapshot=self.parts.loop_state)
         self.housekeeping = Housekeeping(
             self.metrics, self.health, self.notifier, self.sink, self.positions,
             self.counters, self.accuracy, self._refresh_gauges)
@@ -161,6 +165,11 @@ class Daemon:
     @property
     def lag_total(self) -> int:
         return self.positions.lag_total
+
+    @property
+    def store(self) -> HostCheckpoints:
+        """Checkpoint files, written and read where the model is (tools and tests)."""
+        return self.learner.checkpoints
 
     @property
     def last_checkpoint_path(self) -> str | None:
@@ -203,7 +212,7 @@ class Daemon:
         if not self.membership.connect():     # stopped before Kafka answered: nothing to save
             self.shutdown(final_checkpoint=False)
             return 0
-        # Everything alive now (torch, kafka-python, numpy modules: ~1M objects) lives as
+        # Everything alive now (kafka-python, numpy; torch inline: ~1M objects) lives as
         # long as the process. Frozen, full collections skip it: without this, gen-2
         # pauses of 0.2-0.3 s set event_to_update's p99 (0.35 s at 10k/s; 0.17 s with).
         gc.collect()

@@ -8,37 +8,35 @@ the same parts in the same shape, so the two cannot drift apart.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from kafka import TopicPartition
 
 from . import __version__
-from .checkpoint import CheckpointStore
 from .config import Settings
 from .consumer_side import ConsumerSide
 from .counters import Counters
 from .evaluation import PrequentialAccuracy, RollingMean
 from .events import EventDecoder
-from .federation.transport import Federation
 from .label_side import LabelSide
 from .learner_host import LearnerHost
 from .lineage import Lineage
 from .metrics import Metrics
-from .restore_check import check_restorable
+
+if TYPE_CHECKING:    # imported only with federation on: it needs torch
+    from .federation.transport import Federation
 
 log = logging.getLogger(__name__)
 
 
 class DaemonState:
-    def __init__(self, settings: Settings, metrics: Metrics, store: CheckpointStore,
-                 learner: LearnerHost, decoder: EventDecoder, accuracy: PrequentialAccuracy,
+    def __init__(self, settings: Settings, metrics: Metrics, learner: LearnerHost, decoder: EventDecoder, accuracy: PrequentialAccuracy,
                  loss: RollingMean, counters: Counters, positions: ConsumerSide,
                  lineage: Lineage, labels: LabelSide, federation: Federation | None,
                  refresh_gauges: Callable[[], None]) -> None:
-        self.settings, self.metrics, self.store = settings, metrics, store
+        self.settings, self.metrics = settings, metrics
         self.learner, self.decoder = learner, decoder
         self.accuracy, self.loss, self.counters = accuracy, loss, counters
         self.positions, self.lineage, self.labels = positions, lineage, labels
@@ -46,11 +44,17 @@ class DaemonState:
         self.refresh_gauges = refresh_gauges
 
     def state_dict(self) -> dict[str, Any]:
+        """The whole state, the learner's tensors too (tools and tests; the checkpoint
+        is :meth:`loop_state`, completed where the model is)."""
+        return {**self.loop_state(), "learner": self.learner.state_dict()}
+
+    def loop_state(self) -> dict[str, Any]:
+        """Every part but the learner: plain data and numpy arrays, offsets included."""
         offsets: dict[str, dict[int, int]] = {}
         for tp, off in self.positions.offsets.items():
             offsets.setdefault(tp.topic, {})[tp.partition] = off
         state = {"version": __version__, "created": time.time(),
-                 "learner": self.learner.state_dict(), "decoder": self.decoder.state_dict(),
+                 "decoder": self.decoder.state_dict(),
                  "accuracy": self.accuracy.state_dict(), "loss": self.loss.state_dict(),
                  "counters": self.counters.state_dict(), "offsets": offsets,
                  "lineage": self.lineage.state_dict(), "labels": self.labels.state_dict()}
@@ -59,16 +63,18 @@ class DaemonState:
         return state
 
     def restore(self) -> None:
-        # A checkpoint that would not restore cleanly counts as corrupt: try an older one.
-        state = self.store.load_latest(validate=functools.partial(check_restorable,
-                                                                  self.settings))
+        # Where the model is, a checkpoint that would not restore cleanly counts as
+        # corrupt (the trial restore): an older one is tried. Its learner part is loaded
+        # there; we get the rest.
+        restored = self.learner.checkpoints.restore()
+        state = restored.state
         if state is None:
-            if self.store.skipped:
+            if restored.skipped:
                 log.warning("no readable checkpoint in %s: starting a fresh model at the "
                             "group's committed offsets (reset the group to relearn the log)",
                             self.settings.checkpoint.dir)
             return
-        self.learner.load_state_dict(state["learner"])
+        log.info("restored checkpoint %s", restored.path)
         self.decoder.load_state_dict(state["decoder"])
         if "lineage" in state:        # older checkpoints have none
             self.lineage.load_state_dict(state["lineage"])
@@ -81,7 +87,7 @@ class DaemonState:
             self.federation.load_state_dict(state.get("federation"))
         self.metrics.checkpoint_last_success.set(float(state.get("created", 0.0)))
         self.positions.restored({TopicPartition(t, p): o for t, parts in state["offsets"].items()
-                                 for p, o in parts.items()}, fallback=bool(self.store.skipped))
+                                 for p, o in parts.items()}, fallback=bool(restored.skipped))
         self.refresh_gauges()
         log.info("resumed at %s after %d events", self.positions.offsets_text(),
                  self.counters.consumed)

@@ -122,7 +122,7 @@ class _View:
         table.add_row("consumer lag", f"{d.lag_total:,} events")
         table.add_row("classes", ", ".join(map(str, d.learner.info.labels)) or "none yet")
         ckpt = d.last_checkpoint_path
-        age = time.time() - d.last_checkpoint_time
+        age = time.time() - d.checkpoints.last_checkpoint_time
         table.add_row("last checkpoint", f"{Path(ckpt).name} ({age:.0f}s ago)" if ckpt
                       else "none yet")
         left = max(self.stop_at - time.monotonic(), 0.0)

@@ -10,9 +10,10 @@ exact integer counts).
 :class:`RollingMean` is a tiny event-weighted exponential moving average for
 per-batch losses.
 
-All ``state_dict()`` results hold only ints, floats, lists and torch tensors so
-they can be checkpointed with ``torch.save`` and read back with
-``torch.load(..., weights_only=True)``.
+All ``state_dict()`` results hold only ints, floats, lists and numpy arrays: the Kafka
+loop imports this module and never torch. A checkpoint file stores the arrays as
+tensors (:mod:`stream_learner.checkpoint_codec`), read back with
+``torch.load(..., weights_only=True)``; ``load_state_dict`` takes either.
 
 >>> import numpy as np
 >>> acc = PrequentialAccuracy(window=3)
@@ -27,7 +28,8 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
+
+from .arrays import as_numpy
 
 __all__ = ["PrequentialAccuracy", "RollingMean"]
 
@@ -39,10 +41,9 @@ ArrayLike = Any  # np.ndarray | torch.Tensor | Sequence[int]
 
 def _as_1d(values: ArrayLike, name: str) -> np.ndarray:
     """Return ``values`` as a 1-D numpy array (torch tensors are moved to CPU)."""
-    if isinstance(values, torch.Tensor):
-        # .numpy() refuses tensors that need grad or live on an accelerator.
-        values = values.detach().cpu().numpy()
-    arr = np.asarray(values)
+    arr = as_numpy(values)
+    if arr is None:
+        arr = np.asarray(values)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     return arr
@@ -187,9 +188,9 @@ class PrequentialAccuracy:
         return np.concatenate((self._ring[self._pos :], self._ring[: self._pos]))
 
     def state_dict(self) -> dict:
-        """Checkpointable state; loads with ``torch.load(..., weights_only=True)``.
+        """Checkpointable state (plain data; see the module docstring).
 
-        ``recent_hits`` is a bool tensor of the last ``min(n, window)`` hits in
+        ``recent_hits`` is a bool array of the last ``min(n, window)`` hits in
         chronological order, so the layout does not depend on the ring position.
         """
         return {
@@ -197,7 +198,7 @@ class PrequentialAccuracy:
             "window": self.window,
             "n": self._n,
             "correct": self._correct,
-            "recent_hits": torch.from_numpy(self._recent_hits()),
+            "recent_hits": self._recent_hits(),
         }
 
     def load_state_dict(self, state: dict) -> None:

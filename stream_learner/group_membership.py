@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from kafka import TopicPartition
 from kafka.errors import KafkaError
@@ -19,11 +19,13 @@ from kafka.errors import KafkaError
 from .checkpoint_coordinator import CheckpointCoordinator
 from .config import Settings
 from .consumer_side import ConsumerSide
-from .federation.transport import Federation
 from .housekeeping import Housekeeping
 from .kafka_io import Listener, make_consumer
 from .metrics import Metrics
 from .output_sink import OutputSink
+
+if TYPE_CHECKING:    # imported only with federation on: it needs torch
+    from .federation.transport import Federation
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
+from .arrays import as_numpy
 from .events import DUPLICATE_LABEL, LABEL_EXPIRED, UNKNOWN_ID
 from .labels import Label
 
@@ -126,13 +126,13 @@ class JoinStore:
         while len(self._done) > self.max_pending:
             self._done.popitem(last=False)
 
-    # -- checkpoint: plain lists and tensors, validated on load -------------------------------
+    # -- checkpoint: plain lists and a numpy array (a tensor on disk), checked on load --
     def state_dict(self) -> dict[str, Any]:
         entries = list(self._pending.values())
         dim = entries[0].x.shape[0] if entries else 0
         x = np.stack([e.x for e in entries]) if entries else np.zeros((0, dim), np.float32)
         return {"version": STATE_VERSION, "clock_ms": self.clock_ms,
-                "ids": list(self._pending), "x": torch.from_numpy(x.astype(np.float32)),
+                "ids": list(self._pending), "x": x.astype(np.float32),
                 "at_ms": [e.at_ms for e in entries], "seq": [e.seq for e in entries],
                 "pred": [e.pred for e in entries],
                 "done_ids": list(self._done), "done_kind": [k for k, _ in self._done.values()],
@@ -165,10 +165,12 @@ def _parse_state(state: Any) -> tuple[OrderedDict[str, Pending],
     n = len(ids)
     if any(len(v) != n for v in lists.values()):
         raise bad("ids, at_ms, seq and pred differ in length")
-    if not (torch.is_tensor(x) and x.dtype == torch.float32 and x.dim() == 2
-            and x.shape[0] == n):
+    # An array here, a tensor when read from a checkpoint file: never a list coerced.
+    rows = as_numpy(x)
+    if not (rows is not None and rows.dtype == np.float32 and rows.ndim == 2
+            and rows.shape[0] == n):
         raise bad(f"x is not a float32 [{n}, n_features] tensor")
-    if not bool(torch.isfinite(x).all()):
+    if not bool(np.isfinite(rows).all()):
         raise bad("x holds non-finite features")
     if not all(isinstance(i, str) for i in ids) or len(set(ids)) != n:
         raise bad("ids are not unique strings")
@@ -186,7 +188,6 @@ def _parse_state(state: Any) -> tuple[OrderedDict[str, Pending],
         raise bad(f"done_kind must be one of {(JOINED,) + EVICTION_REASONS}")
     if not all(type(t) is int for t in times):
         raise bad("done_ms must be ints")
-    rows = x.numpy()
     pending = OrderedDict((i, Pending(rows[k].copy(), lists["at_ms"][k], lists["seq"][k],
                                       lists["pred"][k])) for k, i in enumerate(ids))
     done = OrderedDict((i, (k, t)) for i, k, t in zip(done_ids, kinds, times))

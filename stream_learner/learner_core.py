@@ -1,26 +1,30 @@
-"""The request handler both hosts share, the host protocol and the in-process host.
+"""The request handler both hosts share and the in-process host: the torch side.
 
-Split out of :mod:`stream_learner.learner_host` (which re-exports these names).
+Split out of :mod:`stream_learner.learner_host` (which re-exports these names). The
+worker process imports this; the Kafka loop of ``model.worker=process`` never does.
 """
 
 from __future__ import annotations
 
 import io
 import time
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from .checkpoint_keeper import CheckpointKeeper
 from .config import Settings
 from .federation.merge import PeerModel
 from .labels import Label
 from .learner import Learner
 from .strategies import UpdateStats
-from .learner_messages import (Answer, CallResult, FedRound, FederateRequest, InfoUpdate,
-                               LearnRequest, Learned, LearnerInfo, LoadRequest, Loaded,
-                               PredictRequest, Predicted, Request, Result, State,
-                               StateRequest, UnknownRequest, check_queueable)
+from .learner_messages import (CALL_RESULTS, Answer, CallResult, FedRound, FederateRequest,
+                               InfoUpdate, LearnRequest, Learned, LearnerInfo, LoadRequest,
+                               Loaded, PredictRequest, Predicted, Request, RestoreRequest,
+                               Result, SaveRequest, State, StateRequest, UnknownRequest,
+                               check_queueable)
+from .learner_protocol import HostCheckpoints
 
 class LearnerCore:
     """Runs requests against a :class:`Learner`; shared by both hosts."""
@@ -29,6 +33,7 @@ class LearnerCore:
         if settings.model.threads:
             torch.set_num_threads(settings.model.threads)
         self.learner = Learner(settings)
+        self.keeper = CheckpointKeeper(settings)
         self._labels_sent = 0
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -66,6 +71,13 @@ class LearnerCore:
             case LoadRequest(blob=blob):
                 self.load_state_dict(torch.load(io.BytesIO(blob), weights_only=True))
                 result = Loaded()
+            case SaveRequest(state=state):
+                result = self.keeper.save(self.learner.state_dict(), state)
+            case RestoreRequest():
+                learner_state, result = self.keeper.restore()
+                if learner_state is not None:
+                    self.learner.load_state_dict(learner_state)
+                self._labels_sent = 0   # the host starts its label list afresh either way
             case _:
                 raise UnknownRequest(request)
         return Answer(result=result, info=self.info_update())
@@ -110,42 +122,13 @@ class LearnerCore:
                           gpu_memory_reserved_bytes=reserved)
 
 
-class LearnerHost(Protocol):
-    """Submit work, collect results in submission order, checkpoint between batches."""
-
-    info: LearnerInfo
-
-    @property
-    def in_flight(self) -> int: ...
-
-    def submit_learn(self, x: np.ndarray, labels: Sequence[Label], ctx: Any,
-                     step_size: int | None = None) -> None: ...
-
-    def submit_predict(self, x: np.ndarray, ctx: Any, top_k: int = 1) -> None: ...
-
-    def submit_federate(self, peers: list[PeerModel], ctx: Any) -> None: ...
-
-    def submit(self, request: Request, ctx: Any) -> None: ...
-
-    def call(self, request: Request) -> Result | CallResult: ...
-
-    def completed(self, wait: bool = False) -> list[tuple[Any, Result]]: ...
-
-    def drain(self) -> list[tuple[Any, Result]]: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-    def close(self) -> None: ...
-
-
 class InlineLearner:
     """The learner in this process: every request completes when it is submitted."""
 
     def __init__(self, settings: Settings) -> None:
         self._core = LearnerCore(settings)
         self.info = LearnerInfo(device=str(self._core.learner.device))
+        self.checkpoints = HostCheckpoints(self.call)
         self._done: list[tuple[Any, Result]] = []
 
     @property
@@ -154,7 +137,7 @@ class InlineLearner:
 
     def _answer(self, request: Request) -> Result | CallResult:
         answer = self._core.handle(request)
-        if isinstance(request, LoadRequest):
+        if isinstance(request, (LoadRequest, RestoreRequest)):
             self.info.labels = []          # the update lists every label of the new state
         self.info.apply(answer.info)
         return answer.result
@@ -163,7 +146,7 @@ class InlineLearner:
         """Run a queued request now; its result waits for :meth:`completed`, as in the worker."""
         check_queueable(request)
         result = self._answer(request)
-        assert not isinstance(result, (State, Loaded))   # check_queueable keeps them out
+        assert not isinstance(result, CALL_RESULTS)   # check_queueable keeps them out
         self._done.append((ctx, result))
 
     def call(self, request: Request) -> Result | CallResult:

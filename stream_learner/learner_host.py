@@ -21,9 +21,17 @@ learner raised; it exits).  Both hosts run the same :class:`LearnerCore`, so the
 requests and give the same results.
 
 The parts live in their own modules, all re-exported here: the messages in
-:mod:`~stream_learner.learner_messages`, the shared core and the in-process host in
-:mod:`~stream_learner.learner_core`, the worker process in
-:mod:`~stream_learner.learner_worker`.
+:mod:`~stream_learner.learner_messages`, the protocol and checkpoint files through a host
+in :mod:`~stream_learner.learner_protocol`, the shared core and the in-process host in
+:mod:`~stream_learner.learner_core`, the worker's proxy in
+:mod:`~stream_learner.learner_worker` and its request loop in
+:mod:`~stream_learner.worker_main`.  Either host writes and reads the checkpoint files
+(:class:`SaveRequest`, :class:`RestoreRequest`): the model's side owns the file format.
+
+The process boundary is the import boundary: with ``model.worker=process`` the daemon's
+process imports neither torch nor the model.  :class:`InlineLearner` and
+:class:`LearnerCore` (torch) therefore load on first use (PEP 562), so importing this
+module for the worker's proxy does not pull them in.
 
 >>> import numpy as np
 >>> from stream_learner.config import Settings
@@ -39,24 +47,43 @@ The parts live in their own modules, all re-exported here: the messages in
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .config import Settings
-from .learner_core import InlineLearner, LearnerCore, LearnerHost
 from .learner_messages import (MAX_IN_FLIGHT, REQUESTS, Answer, CallResult, Failed, FedRound,
                                FederateRequest, InfoUpdate, Learned, LearnerError, LearnerInfo,
                                LearnRequest, Loaded, LoadRequest, Predicted, PredictRequest,
-                               Ready, Rejected, Reply, Request, RequestRejected, Result, State,
+                               Ready, Rejected, Reply, Request, RequestRejected, Restored,
+                               RestoreRequest, Result, Saved, SaveRequest, State,
                                StateRequest, StopRequest, UnknownRequest)
+from .learner_protocol import HostCheckpoints, LearnerHost
 from .learner_worker import WorkerLearner
 
+if TYPE_CHECKING:
+    from .learner_core import InlineLearner, LearnerCore
+
 __all__ = ["MAX_IN_FLIGHT", "REQUESTS", "Answer", "CallResult", "Failed", "FedRound",
-           "FederateRequest", "InfoUpdate", "InlineLearner", "Learned", "LearnerCore",
-           "LearnerError", "LearnerHost", "LearnerInfo", "LearnRequest", "Loaded", "LoadRequest",
-           "Predicted", "PredictRequest", "Ready", "Rejected", "Reply", "Request",
-           "RequestRejected", "Result", "State", "StateRequest", "StopRequest",
-           "UnknownRequest", "WorkerLearner", "make_learner_host"]
+           "FederateRequest", "HostCheckpoints", "InfoUpdate", "InlineLearner", "Learned",
+           "LearnerCore", "LearnerError", "LearnerHost", "LearnerInfo", "LearnRequest",
+           "Loaded", "LoadRequest", "Predicted", "PredictRequest", "Ready", "Rejected",
+           "Reply", "Request", "RequestRejected", "Restored", "RestoreRequest", "Result",
+           "Saved", "SaveRequest", "State", "StateRequest", "StopRequest", "UnknownRequest",
+           "WorkerLearner", "make_learner_host"]
+
+_TORCH_SIDE = ("InlineLearner", "LearnerCore")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_SIDE:
+        return getattr(importlib.import_module(".learner_core", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_learner_host(settings: Settings) -> LearnerHost:
     if settings.model.worker == "process":
         return WorkerLearner(settings)
+    # Inline, the model lives in this process: only then is torch imported here.
+    from .learner_core import InlineLearner
+
     return InlineLearner(settings)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from .drift import DriftReport
-from .federation.merge import MergeReport, PeerModel, Snapshot
+from .drift.report import DriftReport
 from .labels import Label
+
+if TYPE_CHECKING:   # federation's types hold tensors; the Kafka loop imports this module
+    from .federation.merge import MergeReport, PeerModel, Snapshot
 
 MAX_IN_FLIGHT = 2   # one batch learning while the next is polled; more only adds latency
 
@@ -80,8 +82,31 @@ class Loaded:
     """A :class:`LoadRequest` was applied; the labels come back in the reply's info."""
 
 
+@dataclass(frozen=True)
+class Saved:
+    """A :class:`SaveRequest` was answered: the file written, or why it was not.
+
+    An ``OSError`` in the worker (disk full, read-only) is a result, not a failure: the
+    daemon counts it and retries later, as it would its own write.
+    """
+
+    path: str | None                 # None: the write failed with errno/error
+    errno: int | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Restored:
+    """The newest checkpoint that restores; its learner part is already loaded."""
+
+    path: str | None                 # None: no checkpoint restores
+    state: dict[str, Any] | None     # the loop's parts, numpy arrays (no tensors)
+    skipped: list[str] = field(default_factory=list)   # newer files that did not restore
+
+
 Result = Union[Learned, Predicted, FedRound]       # what submit_* produce, in order
-CallResult = Union[State, Loaded]                   # what the synchronous calls produce
+CallResult = Union[State, Loaded, Saved, Restored]  # what the synchronous calls produce
+CALL_RESULTS: tuple[type, ...] = CallResult.__args__   # type: ignore[attr-defined]
 
 
 # -- requests: one class per thing the learner can be asked ------------------------------
@@ -114,11 +139,30 @@ class LoadRequest:
 
 
 @dataclass(frozen=True)
+class SaveRequest:
+    """Write a checkpoint: the worker's learner and ``state``, the loop's parts.
+
+    The worker writes it because it owns the model: the loop never imports torch, which
+    the file format (tensors, ``weights_only``) needs. The loop asks only after
+    draining and flushing, so the delivery order stays drain → flush → save → commit.
+    """
+
+    state: dict[str, Any]            # plain data and numpy arrays, offsets included
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """Load the newest checkpoint that passes the trial restore (worker side)."""
+
+
+@dataclass(frozen=True)
 class StopRequest:
     """Tell the worker to exit; it sends no reply (the daemon is closing the pipe)."""
 
 
-Request = Union[LearnRequest, PredictRequest, FederateRequest, StateRequest, LoadRequest]
+Request = Union[LearnRequest, PredictRequest, FederateRequest, StateRequest, LoadRequest,
+                SaveRequest, RestoreRequest]
+SYNC_REQUESTS = (StateRequest, LoadRequest, SaveRequest, RestoreRequest)
 
 
 # -- replies: what the worker writes back, one per request -------------------------------
@@ -198,11 +242,12 @@ REQUESTS: tuple[type, ...] = Request.__args__   # type: ignore[attr-defined]
 
 
 def check_queueable(request: object) -> None:
-    """State and load are synchronous: a checkpoint is taken from a drained learner.
+    """State, load, save and restore are synchronous: a checkpoint is taken from a
+    drained learner.
 
     Raised here, before anything runs, so the in-process host cannot load a state it
     would then refuse to queue.  Any other type is queued and answered in order: an
     unknown one by the learner's own :class:`UnknownRequest`, as both hosts do it.
     """
-    if isinstance(request, (StateRequest, LoadRequest)):
+    if isinstance(request, SYNC_REQUESTS):
         raise TypeError(f"{type(request).__name__} goes through call(), not submit()")

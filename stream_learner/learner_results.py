@@ -10,16 +10,18 @@ a checkpoint, shutdown) and must be handled the same way from each.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .federation.transport import Federation
 from .label_side import LabelSide
 from .learn_accounting import LearnAccounting
 from .learner_host import FedRound, Learned, LearnerHost, Predicted, Result
 from .metrics import Metrics
 from .output_sink import OutputSink
+
+if TYPE_CHECKING:    # imported only with federation on: it needs torch
+    from .federation.transport import Federation
 
 
 class ResultHandler:

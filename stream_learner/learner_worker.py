@@ -1,97 +1,35 @@
-"""The worker-process host: the worker's request loop and the daemon-side proxy.
+"""The worker-process host, daemon side: the proxy the Kafka loop talks to.
 
-Split out of :mod:`stream_learner.learner_host` (which re-exports these names).
+Split out of :mod:`stream_learner.learner_host` (which re-exports these names). Torch-free:
+the worker's request loop is :mod:`~stream_learner.worker_main`, imported only by the
+spawned worker, so the loop holds no model and no torch (~500 MB of it).
 """
 
 from __future__ import annotations
 
-import gc
 import io
 import logging
 import multiprocessing as mp
 import queue
-import signal
 import threading
-import traceback
 from collections import deque
-from multiprocessing.connection import Connection
-from multiprocessing.reduction import ForkingPickler
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
 
 from .config import Settings
-from .federation.merge import PeerModel
 from .labels import Label
-from .learner import Learner
-from .learner_core import LearnerCore
-from .learner_messages import (Answer, CallResult, Failed, FederateRequest, LearnRequest,
-                               LearnerError, LearnerInfo, LoadRequest, Loaded,
+from .learner_messages import (CALL_RESULTS, Answer, CallResult, Failed, FederateRequest,
+                               LearnRequest, LearnerError, LearnerInfo, LoadRequest, Loaded,
                                MAX_IN_FLIGHT, PredictRequest, Ready, Rejected, Reply,
-                               Request, RequestRejected, Result, State, StateRequest,
-                               StopRequest, UnknownRequest, check_queueable)
+                               Request, RequestRejected, RestoreRequest, Result, State,
+                               StateRequest, StopRequest, check_queueable)
+from .learner_protocol import HostCheckpoints
+
+if TYPE_CHECKING:   # tensors: only with federation on
+    from .federation.merge import PeerModel
 
 log = logging.getLogger(__name__)
-
-def _warm_up(settings: Settings, events: int = 1500) -> None:
-    """Train a throwaway learner on random data.
-
-    torch's first steps in a process run ~5x slower (lazy initialisation, first touch
-    of code and allocator pages: ~1.5 s once, whatever the shapes).  Paying that
-    before reporting ready keeps it out of the first seconds of the stream.  The real
-    learner is built afterwards and seeds torch itself, so this changes no result.
-    """
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(events, 4)).astype(np.float32)
-    labels = rng.integers(0, 2, events).tolist()
-    lrn = Learner(settings)
-    xt, y = lrn.to_tensor(x), lrn.encode_labels(labels)
-    for i in range(0, events, 500):
-        lrn.prequential(xt[i:i + 500], y[i:i + 500])
-
-
-def _worker_main(conn: Connection, settings: Settings) -> None:
-    """The worker process: answer requests in order until told to stop or orphaned."""
-    # The daemon drives shutdown (it still needs our state for the final checkpoint);
-    # a SIGTERM/SIGINT sent to the whole process group must not kill us first.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        _warm_up(settings)
-        core = LearnerCore(settings)
-        gc.collect()
-        gc.freeze()   # torch's ~1M long-lived objects out of every full collection
-        conn.send(Ready(device=str(core.learner.device)))
-        while True:
-            try:
-                data = conn.recv_bytes()
-            except (EOFError, OSError):   # the daemon died (EOF or reset): nothing to serve
-                return
-            # Reading and unpickling apart (what conn.recv() does in one): a message we
-            # cannot unpickle (a class this process cannot import) is the sender's
-            # mistake, answered like an unknown type, not a pipe that went away.
-            try:
-                request = ForkingPickler.loads(data)
-            except Exception as exc:  # noqa: BLE001 - any unpickling failure is reported
-                conn.send(Rejected(error=f"unreadable learner request: "
-                                         f"{type(exc).__name__}: {exc}"))
-                continue
-            if isinstance(request, StopRequest):
-                return
-            try:
-                conn.send(core.handle(request))
-            except UnknownRequest as exc:   # nothing ran: the learner is intact, keep serving
-                conn.send(Rejected(error=str(exc)))
-            except Exception as exc:  # noqa: BLE001 - reported to the daemon, which stops
-                # The learner may be half-way through an update: stop rather than serve
-                # results from a state no checkpoint describes.
-                conn.send(Failed(error=f"{type(exc).__name__}: {exc}",
-                                 traceback=traceback.format_exc()))
-                return
-    except (OSError, EOFError, KeyboardInterrupt):   # the daemon went away mid-reply
-        return
-
 
 class WorkerLearner:
     """The learner in a child process; at most :data:`MAX_IN_FLIGHT` requests outstanding.
@@ -110,7 +48,7 @@ class WorkerLearner:
     def __init__(self, settings: Settings, start_timeout_s: float = 120.0) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe(duplex=True)
-        self._proc = ctx.Process(target=_worker_main, args=(child, settings),
+        self._proc = ctx.Process(target=_run_worker, args=(child, settings),
                                  name="stream-learner-worker", daemon=True)
         self._proc.start()
         child.close()
@@ -133,6 +71,7 @@ class WorkerLearner:
                                         daemon=True)
         self._reader.start()
         self.info = LearnerInfo(device=hello.device)
+        self.checkpoints = HostCheckpoints(self.call)
         log.info("learner worker pid %d on %s", self._proc.pid, self.info.device)
 
     @property
@@ -220,7 +159,7 @@ class WorkerLearner:
                 break
             self.info.apply(answer.info)
             result = answer.result
-            if isinstance(result, (State, Loaded)):   # check_queueable keeps these out
+            if isinstance(result, CALL_RESULTS):   # check_queueable keeps these out
                 raise LearnerError(f"learner worker answered {type(result).__name__} "
                                    f"to a queued request")
             done.append((self._pending.popleft(), result))
@@ -239,12 +178,16 @@ class WorkerLearner:
         self._write(request)
         answer = self._answer()
         assert answer is not None                  # a blocking read returns or raises
-        if isinstance(request, LoadRequest):
+        if isinstance(request, (LoadRequest, RestoreRequest)):
             self.info.labels = []          # the update lists every label of the new state
         self.info.apply(answer.info)
         return answer.result
 
+    # The daemon never calls these two (the worker writes and reads the checkpoint
+    # files); tools and tests that want the tensors themselves import torch for them.
     def state_dict(self) -> dict[str, Any]:
+        import torch
+
         state = self.call(StateRequest())
         if not isinstance(state, State):
             raise LearnerError(f"learner worker answered {type(state).__name__} to "
@@ -252,6 +195,8 @@ class WorkerLearner:
         return torch.load(io.BytesIO(state.blob), weights_only=True)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        import torch
+
         buf = io.BytesIO()
         torch.save(state, buf)
         loaded = self.call(LoadRequest(blob=buf.getvalue()))
@@ -270,3 +215,14 @@ class WorkerLearner:
                 self._proc.kill()
                 self._proc.join(5.0)
         self._conn.close()
+
+
+def _run_worker(conn: Any, settings: Settings) -> None:
+    """The spawned worker's entry point: the one place that imports the torch side.
+
+    Runs in the child only (spawn imports this module there and calls this), so the
+    daemon's process never imports :mod:`~stream_learner.worker_main`.
+    """
+    from .worker_main import worker_main
+
+    worker_main(conn, settings)

@@ -8,7 +8,8 @@ state into throw-away objects first and turns any failure into a
 :class:`~stream_learner.checkpoint.CorruptCheckpoint`, so
 :meth:`~stream_learner.checkpoint.CheckpointStore.load_latest` falls back to an older
 file instead.  It costs one extra restore at start-up, and leaves the process's torch
-RNG as it found it.
+RNG as it found it.  It runs where the model is (the worker, with ``model.worker=process``:
+:mod:`~stream_learner.checkpoint_keeper`), before any part is applied.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ import torch
 
 from .checkpoint import CorruptCheckpoint
 from .config import Settings
+from .counters import Counters
+from .evaluation import PrequentialAccuracy, RollingMean
+from .events import EventDecoder, Limits
+from .label_side import LabelSide
+from .learner import Learner
+from .lineage import Lineage
+from .metrics import Metrics
 
 _KEYS = ("learner", "decoder", "accuracy", "loss", "counters", "offsets")
 
@@ -43,13 +51,6 @@ def check_restorable(settings: Settings, state: dict[str, Any]) -> None:
 
 
 def _trial(settings: Settings, state: dict[str, Any]) -> None:
-    # Imported here: the daemon imports this module.
-    from .daemon import Counters
-    from .evaluation import PrequentialAccuracy, RollingMean
-    from .events import EventDecoder, Limits
-    from .learner import Learner
-    from .lineage import Lineage
-
     missing = [k for k in _KEYS if k not in state]
     if missing:
         raise CorruptCheckpoint(f"missing {missing}")
@@ -73,8 +74,6 @@ def _trial(settings: Settings, state: dict[str, Any]) -> None:
     RollingMean(half_life=settings.metrics.rolling_window).load_state_dict(state["loss"])
     Counters().load_state_dict(state["counters"])
     if "labels" in state:         # older checkpoints have none
-        from .label_side import LabelSide
-        from .metrics import Metrics
         side = LabelSide(settings, Metrics().labels, Limits())
         side.load_state_dict(state["labels"])
         width = side.store.width

@@ -18,6 +18,7 @@ from river import metrics, utils
 
 from oracles import RiverPrequentialAccuracy
 from stream_learner import evaluation
+from stream_learner.checkpoint_codec import to_file, to_loop
 from stream_learner.evaluation import PrequentialAccuracy, RollingMean
 
 TOL = 1e-12
@@ -66,10 +67,12 @@ def assert_agree(vec: PrequentialAccuracy, ref: RiverPrequentialAccuracy, direct
 
 
 def roundtrip(state: dict) -> dict:
+    """Through a checkpoint file's path: the worker stores the loop's numpy arrays as
+    tensors, loads them with ``weights_only`` and hands numpy back (checkpoint_codec)."""
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(to_file(state), buf)
     buf.seek(0)
-    return torch.load(buf, weights_only=True)
+    return to_loop(torch.load(buf, weights_only=True))
 
 
 @pytest.mark.parametrize("window", WINDOWS)

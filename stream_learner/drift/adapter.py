@@ -26,8 +26,6 @@ on: without labels there is no evidence that the model got worse.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,26 +36,9 @@ from .boost import PlasticityBoost
 from .monitor import DriftMonitor, Signal
 from .lagged import LaggedCopies
 from .pool import ConceptPool
+from .report import DriftReport
 
-POLICIES = ("pool", "consolidate", "boost")
 LAGGED_COPIES = 4       # with adapt.pool_lag_events 256: a copy from up to ~1,000 events ago
-
-
-@dataclass(frozen=True)
-class DriftReport:
-    """What the daemon exports; cumulative counts, so a lost report loses nothing."""
-
-    drifts: dict[str, int] = field(default_factory=dict)      # "signal:detector" -> n
-    warnings: dict[str, int] = field(default_factory=dict)
-    adaptations: dict[str, int] = field(default_factory=dict)  # policy -> n
-    concept_reuse: int = 0
-    concept_id: int = 0
-    concepts_known: int = 0
-    last_drift_time: float = 0.0
-    window_events: float = 0.0
-    accuracy_before: float = math.nan
-    accuracy_since: float = math.nan
-    lr_factor: float = 1.0
 
 
 class DriftAdapter:

@@ -12,7 +12,7 @@ import math
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..config import Settings
-from .adapter import POLICIES, DriftReport
+from .report import POLICIES, DriftReport
 
 
 class DriftMetrics:

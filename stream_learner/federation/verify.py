@@ -24,11 +24,9 @@ from dataclasses import dataclass, replace
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from .reasons import REASONS
 from .codec import MalformedUpdate, Update, apply_delta, decode, peek_sender, verify_signature
 
-REASONS = ("malformed", "bad_signature", "unknown_peer", "wrong_federation", "replayed_nonce",
-           "stale", "incompatible", "too_many_classes", "bad_label", "non_finite",
-           "oversize_norm", "missing_base")
 MAX_FUTURE_S = 60.0
 
 

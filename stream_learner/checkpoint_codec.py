@@ -1,0 +1,44 @@
+"""The Kafka loop's part of a checkpoint: numpy arrays in the loop, tensors on disk.
+
+The loop's parts (accuracy, loss, decoder, counters, offsets, lineage, the label join,
+the peers' versions) keep numpy arrays, since the loop never imports torch. Files stay
+what they were (tensors, loaded with ``weights_only``), so the worker, which writes and
+reads them, converts here: :func:`to_file` as it saves (in
+:meth:`~stream_learner.checkpoint.CheckpointStore.save`), :func:`to_loop` on what it
+hands back after a restore (a tensor sent to the loop would import torch there when
+unpickled).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def to_file(value: Any) -> Any:
+    """numpy arrays anywhere in ``value`` as tensors (copies: later updates must not
+    change a state already taken)."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.array(value))
+    if isinstance(value, dict):
+        return {k: to_file(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_file(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(to_file(v) for v in value)
+    return value
+
+
+def to_loop(value: Any) -> Any:
+    """Tensors anywhere in ``value`` as numpy arrays: what the loop's parts load."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, dict):
+        return {k: to_loop(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_loop(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(to_loop(v) for v in value)
+    return value

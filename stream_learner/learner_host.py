@@ -35,6 +35,7 @@ module for the worker's proxy does not pull them in.
 
 >>> import numpy as np
 >>> from stream_learner.config import Settings
+>>> from stream_learner.learner_host import InlineLearner
 >>> host = InlineLearner(Settings(model={"device": "cpu"}, probes={"per_class": 0}))
 >>> x = np.random.default_rng(0).normal(size=(8, 2)).astype("float32")
 >>> host.submit_learn(x, ["a"] * 4 + ["b"] * 4, ctx="batch-1")

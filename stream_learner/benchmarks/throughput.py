@@ -35,6 +35,7 @@ on a shared 2-core machine that is what makes two runs differ.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -570,7 +571,12 @@ def latency_run(bootstrap: str, count: int, rate: float, stream: str,
         finally:
             proc = state.get("proc")
             if proc is not None and proc.poll() is None:
-                proc.terminate()
+                # The daemon can learn the last event before the producer has closed its
+                # client and exited: give it time, or a clean run reads as a failure.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=30)
+                if proc.poll() is None:
+                    proc.terminate()
     proc = state.get("proc")
     if proc is None:
         raise RuntimeError("latency run: the daemon never got a partition assignment")

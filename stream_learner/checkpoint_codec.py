@@ -11,34 +11,30 @@ unpickled).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 
+def _map(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``leaf`` applied to every value inside dicts, lists and tuples, the rest kept."""
+    if isinstance(value, dict):
+        return {k: _map(v, leaf) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map(v, leaf) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_map(v, leaf) for v in value)
+    return leaf(value)
+
+
 def to_file(value: Any) -> Any:
     """numpy arrays anywhere in ``value`` as tensors (copies: later updates must not
     change a state already taken)."""
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.array(value))
-    if isinstance(value, dict):
-        return {k: to_file(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_file(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(to_file(v) for v in value)
-    return value
+    return _map(value, lambda v: torch.from_numpy(np.array(v))
+                if isinstance(v, np.ndarray) else v)
 
 
 def to_loop(value: Any) -> Any:
     """Tensors anywhere in ``value`` as numpy arrays: what the loop's parts load."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    if isinstance(value, dict):
-        return {k: to_loop(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_loop(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(to_loop(v) for v in value)
-    return value
+    return _map(value, lambda v: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v)

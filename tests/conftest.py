@@ -130,3 +130,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+
+
+def learner_worker_pid(daemon_pid: int) -> int:
+    """The daemon's child that runs the model (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{daemon_pid}/task/{daemon_pid}/children").read_text().split()
+    for pid in children:
+        if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text():
+            return int(pid)
+    raise AssertionError(f"no learner worker among {children}")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from stream_learner.synth import ensure_topics, produce
 
-from conftest import DaemonProcess, checkpoint_offsets_sum, latest_checkpoint, unique
+from conftest import (DaemonProcess, checkpoint_offsets_sum, latest_checkpoint,
+                      learner_worker_pid, unique)
 
 TESTS = Path(__file__).resolve().parent
 MAX_LOOP_RSS = 300 * 2**20
@@ -40,15 +41,6 @@ def test_the_loop_modules_import_without_torch() -> None:
     done = subprocess.run([sys.executable, "-c", REFUSE], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(TESTS.parent)}, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-
-
-def _worker_pid(daemon_pid: int) -> int:
-    """The daemon's child that runs the model (not multiprocessing's resource tracker)."""
-    children = Path(f"/proc/{daemon_pid}/task/{daemon_pid}/children").read_text().split()
-    for pid in children:
-        if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text():
-            return int(pid)
-    raise AssertionError(f"no learner worker among {children}")
 
 
 def _maps_torch(pid: int) -> bool:
@@ -80,7 +72,7 @@ def test_worker_process_loop_holds_no_torch_and_checkpoints_lose_nothing(
     loop.wait_consumed(1000)
     metrics = loop.metrics()
     assert metrics["stream_learner_events_consumed_total"] == 1000   # resumed, no replay
-    worker = _worker_pid(loop.proc.pid)
+    worker = learner_worker_pid(loop.proc.pid)
     assert _maps_torch(worker) and not _maps_torch(loop.proc.pid)
     loop_rss = metrics["process_resident_memory_bytes"]
     worker_rss = metrics["stream_learner_worker_process_resident_memory_bytes"]

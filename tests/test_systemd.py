@@ -26,7 +26,7 @@ from stream_learner.synth import ensure_topics, produce
 from stream_learner.systemd import Notifier
 
 from conftest import (ROOT, DaemonProcess, checkpoint_offsets_sum, latest_checkpoint,
-                      require_tool, unique)
+                      learner_worker_pid, require_tool, unique)
 
 UNIT_DIR = ROOT / "deploy" / "systemd"
 UNIT = UNIT_DIR / "stream-learner.service"
@@ -208,15 +208,6 @@ def _collect(sock: socket.socket, seconds: float) -> list[str]:
     return fields
 
 
-def _learner_worker(daemon_pid: int) -> int:
-    """The daemon's child that runs the model (not multiprocessing's resource tracker)."""
-    children = Path(f"/proc/{daemon_pid}/task/{daemon_pid}/children").read_text().split()
-    for pid in children:
-        if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text():
-            return int(pid)
-    raise AssertionError(f"no learner worker among {children}")
-
-
 def test_a_stuck_learner_stops_the_watchdog_pings(broker, daemons, tmp_path: Path) -> None:
     """The pings come from loop progress, not a timer: a hung learner silences them."""
     bs = broker.bootstrap_servers
@@ -231,7 +222,7 @@ def test_a_stuck_learner_stops_the_watchdog_pings(broker, daemons, tmp_path: Pat
     try:
         _read(sock, [], "READY=1", 120, d)
         d.wait_consumed(1000)
-        worker = _learner_worker(d.proc.pid)
+        worker = learner_worker_pid(d.proc.pid)
         os.kill(worker, signal.SIGSTOP)      # a learner stuck in a kernel, say
         produce(bs, topic, "sea", 6000)      # the loop blocks once 2 batches are in flight
         time.sleep(2.0)

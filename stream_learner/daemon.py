@@ -36,7 +36,7 @@ from kafka.errors import KafkaError
 from . import __version__
 from .checkpoint_coordinator import CheckpointCoordinator, CommitMode
 from .config import Settings
-from .consumer_side import ConsumerSide
+from .consumer_side import ConsumerSide, young_batch_limit
 from .counters import Counters
 from .daemon_state import DaemonState
 from .drift.report import DriftReport
@@ -142,6 +142,7 @@ class Daemon:
             self.federation, self.housekeeping, stopping=lambda: self.stopping)
         self.server: MetricsServer | None = None
         self.stopping = False
+        self.batch_limit = settings.batch.size   # this batch's size limit (a young model's)
         _declare_metrics(self.metrics, settings, self.learner)
 
     # -- what tests, tools and the demo read ------------------------------------------------
@@ -222,8 +223,9 @@ class Daemon:
             while not self.stopping:
                 self.housekeeping.tick()
                 self._throttle_if_backlogged()
-                records = self.positions.next_batch(lambda: self.stopping,
-                                                    cold=not self.learner.info.labels)
+                self.batch_limit = young_batch_limit(len(self.learner.info.labels),
+                                                     self.counters.learned, self.settings)
+                records = self.positions.next_batch(lambda: self.stopping, self.batch_limit)
                 if records:
                     self.process(records)
                 self.results.handle(self.learner.completed())
@@ -269,7 +271,8 @@ class Daemon:
         # all arrive later must not stay at the starting (largest) step.
         step = None
         if n_labeled or label_events:
-            step = self.accounting.pace(len(records) >= self.settings.batch.size,
+            # A full batch (at the young model's limit, too) means a backlog.
+            step = self.accounting.pace(len(records) >= self.batch_limit,
                                         self.positions.lag_total)
         if n_labeled:
             if n_labeled == labeled.size:

@@ -29,14 +29,20 @@ class LearnAccounting:
         m = settings.model
         self.pacer = StepPacer(m.step_size, m.max_step_size, m.learn_budget, time.monotonic(),
                                catch_up_seconds=m.catch_up_seconds)
+        self.small_step, self.warmup_events = m.step_size, m.warmup_events
         metrics.step_size.set(self.pacer.value)
         self.forgetting = 0.0                   # last reported by the learner's probes
         self.drift: DriftReport | None = None   # last reported by the learner
         self._skipped_steps = 0                 # the learner reports a running total
 
     def pace(self, full_batch: bool, lag: int) -> int:
-        """The step size for this batch's learning (see :class:`~.pacing.StepPacer`)."""
+        """The step size for this batch's learning (see :class:`~.pacing.StepPacer`), but
+        never above ``model.step_size`` before ``model.warmup_events`` are learned: a young
+        model gains the most from each step, the warm-up is cheap at any size (4,096
+        events at 8 per step: ~1 s here), and the pacer starts at the largest size."""
         step = self.pacer.update(backlogged=full_batch, now=time.monotonic(), lag=lag)
+        if self.counters.learned < self.warmup_events:
+            step = min(step, self.small_step)
         self.metrics.step_size.set(step)
         return step
 

@@ -63,3 +63,45 @@ def test_joined_labels_are_paced_and_a_cold_start_serves_few_nulls(broker: Any) 
     nulls = sorted(int(p["id"]) for p in served if p["label"] is None)
     assert nulls == list(range(len(nulls)))            # only the first events, in order
     assert 0 < len(nulls) <= 4 * COLD_BATCH_SIZE < s.batch.size // 2
+
+
+def test_a_young_model_is_served_small_batches(broker: Any) -> None:
+    """Every event of a micro-batch is predicted by the model as it was at the batch's
+    start, so while the model is young the batches stay small: at most COLD_BATCH_SIZE
+    records until it knows two classes, then at most what it has learned, until
+    model.warmup_events (then full).  The first 300 events are all one class: the old
+    rule (small only until the first class) read a full batch next, served by a model
+    that could name nothing else."""
+    n = 6_000
+    bs = broker.bootstrap_servers
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(n, 2)).astype("float32")
+    x[:300, 0] = np.abs(x[:300, 0]) + 0.1
+    labels = [int(a > 0) for a in x[:, 0].tolist()]
+    topic = unique("young-batches")
+    ensure_topics(bs, {topic: 1, f"{topic}.dlq": 1, f"{topic}.predictions": 1})
+    produce(bs, topic, encode(schedule(np.zeros(n, np.int64), np.zeros(n, bool)), x, labels))
+    seen: list[tuple[int, int, int]] = []       # (records, classes known, learned)
+
+    def record_batches(daemon: Any) -> None:
+        process = daemon.process
+
+        def recording(records: Any) -> None:
+            seen.append((len(records), len(daemon.learner.info.labels),
+                         daemon.counters.learned))
+            process(records)
+        daemon.process = recording
+
+    with tempfile.TemporaryDirectory() as tmp:
+        s = settings(bs, topic, Path(tmp), n)
+        daemon, _ = run_daemon(s, n, 0, timeout_s=90, prepare=record_batches)
+    assert daemon.counters.learned == n
+    assert sum(size for size, _, _ in seen) == n
+    warmup = s.model.warmup_events
+    for size, classes, learned in seen:
+        if learned >= warmup:
+            continue
+        assert size <= (COLD_BATCH_SIZE if classes < 2 else max(COLD_BATCH_SIZE, learned))
+    # It does grow: a backlog this size is read in full batches once the model is warm.
+    assert any(size == s.batch.size for size, _, _ in seen)
+    assert any(classes < 2 for _, classes, _ in seen[1:])   # the one-class phase happened

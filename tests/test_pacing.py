@@ -154,7 +154,10 @@ def test_the_daemon_halves_its_step_when_idle_and_doubles_it_under_backlog(
         "STREAM_LEARNER_KAFKA__SESSION_TIMEOUT_MS": "30000",
         # A deadline no backlog below can meet at step 8, so it must grow (the default
         # 300 s keeps step 8 for this one: tested on StepPacer above).
-        "STREAM_LEARNER_MODEL__CATCH_UP_SECONDS": "0.01"})
+        "STREAM_LEARNER_MODEL__CATCH_UP_SECONDS": "0.01",
+        # The pacer from the first event: a young model's cap at model.step_size (tested
+        # above, test_a_young_model_learns_at_the_small_step) would hide its halvings.
+        "STREAM_LEARNER_MODEL__WARMUP_EVENTS": "0"})
     daemons.append(d)
     trace: list[float] = []
 
@@ -213,3 +216,23 @@ def test_the_daemon_halves_its_step_when_idle_and_doubles_it_under_backlog(
     d.wait_consumed(sent)
     assert d.metric("stream_learner_events_consumed_total") == sent
     assert d.terminate() == 0
+
+
+def test_a_young_model_learns_at_the_small_step() -> None:
+    """Before model.warmup_events are learned the step is model.step_size whatever the
+    pacer says (it starts at max_step_size, before it has measured a rate); after, the
+    pacer's size."""
+    from stream_learner.config import Settings
+    from stream_learner.counters import Counters
+    from stream_learner.learn_accounting import LearnAccounting
+    from stream_learner.metrics import Metrics
+
+    s = Settings(model={"step_size": 8, "max_step_size": 256, "warmup_events": 500})
+    counters = Counters()
+    acc = LearnAccounting(s, Metrics(), counters)
+    assert acc.pacer.value == 256
+    assert acc.pace(full_batch=False, lag=0) == 8
+    counters.learned = 499
+    assert acc.pace(full_batch=False, lag=0) == 8
+    counters.learned = 500
+    assert acc.pace(full_batch=False, lag=0) == 256

@@ -21,34 +21,6 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-COLD_BATCH_SIZE = 64
-"""Largest micro-batch while the model knows fewer than two classes (see
-:func:`young_batch_limit`)."""
-
-
-def young_batch_limit(classes: int, learned: int, settings: Settings) -> int:
-    """Largest micro-batch for a model that knows ``classes`` and has learned ``learned``.
-
-    Every event of a micro-batch is predicted before any label in it is learned, so a
-    whole batch is served by the model as it was at the batch's start.  A model that
-    knows fewer than two classes can only ever name one (on ``bench delay``'s random
-    delays a first full batch served ~1,000 events the minority class: 36% where river's
-    ARF served 60%); until the warm-up ends, a batch is at most as large as what the
-    model has learned (on a labelled backlog that doubles it per batch, so the full size
-    comes after a few batches).
-
-    >>> s = Settings(model={"warmup_events": 4096}, batch={"size": 1024})
-    >>> [young_batch_limit(c, n, s) for c, n in ((0, 0), (1, 500), (2, 100), (2, 700), (1, 5000))]
-    [64, 64, 100, 700, 1024]
-    """
-    full = settings.batch.size
-    if learned >= settings.model.warmup_events:
-        return full
-    if classes < 2:
-        return min(full, COLD_BATCH_SIZE)
-    return min(full, max(COLD_BATCH_SIZE, learned))
-
-
 class ConsumerSide:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
@@ -134,7 +106,7 @@ class ConsumerSide:
     # -- polling --------------------------------------------------------------------------
     def next_batch(self, stopping: Callable[[], bool], limit: int | None = None) -> list[Any]:
         """Up to batch.size records (``limit``, when smaller: a young model, see
-        :func:`young_batch_limit`), or fewer once batch.max_wait_ms has passed."""
+        :func:`~.warm_start.young_batch_limit`), or fewer once batch.max_wait_ms has passed."""
         assert self.consumer is not None
         size = self.settings.batch.size
         if limit is not None:

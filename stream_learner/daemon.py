@@ -36,7 +36,7 @@ from kafka.errors import KafkaError
 from . import __version__
 from .checkpoint_coordinator import CheckpointCoordinator, CommitMode
 from .config import Settings
-from .consumer_side import ConsumerSide, young_batch_limit
+from .consumer_side import ConsumerSide
 from .counters import Counters
 from .daemon_state import DaemonState
 from .drift.report import DriftReport
@@ -52,6 +52,7 @@ from .learner_host import HostCheckpoints, LearnerHost, WorkerLearner, make_lear
 from .metrics import Health, Metrics, MetricsServer
 from .save_failures import SaveFailures
 from .systemd import Notifier
+from .warm_start import WarmStart
 
 if TYPE_CHECKING:   # with federation on only (torch: it decodes and verifies tensors)
     from .federation.transport import Federation
@@ -142,7 +143,7 @@ class Daemon:
             self.federation, self.housekeeping, stopping=lambda: self.stopping)
         self.server: MetricsServer | None = None
         self.stopping = False
-        self.batch_limit = settings.batch.size   # this batch's size limit (a young model's)
+        self.warm = WarmStart(settings)          # a young model's smaller batches
         _declare_metrics(self.metrics, settings, self.learner)
 
     # -- what tests, tools and the demo read ------------------------------------------------
@@ -223,9 +224,8 @@ class Daemon:
             while not self.stopping:
                 self.housekeeping.tick()
                 self._throttle_if_backlogged()
-                self.batch_limit = young_batch_limit(len(self.learner.info.labels),
-                                                     self.counters.learned, self.settings)
-                records = self.positions.next_batch(lambda: self.stopping, self.batch_limit)
+                limit = self.warm.next_limit(len(self.learner.info.labels), self.counters.learned)
+                records = self.positions.next_batch(lambda: self.stopping, limit)
                 if records:
                     self.process(records)
                 self.results.handle(self.learner.completed())
@@ -271,8 +271,7 @@ class Daemon:
         # all arrive later must not stay at the starting (largest) step.
         step = None
         if n_labeled or label_events:
-            # A full batch (at the young model's limit, too) means a backlog.
-            step = self.accounting.pace(len(records) >= self.batch_limit,
+            step = self.accounting.pace(len(records) >= self.warm.limit,
                                         self.positions.lag_total)
         if n_labeled:
             if n_labeled == labeled.size:
@@ -284,6 +283,7 @@ class Daemon:
             # model.max_classes), and that one is dead-lettered when its result arrives.
             self.learner.submit_learn(x, labels, ctx=(ts, records, rows, None),  # type: ignore[arg-type]
                                       step_size=step)
+            self.warm.handed(labels)
         if n_labeled < labeled.size:
             rows = np.flatnonzero(~labeled)
             ids = [batch.ids[r] for r in rows]
@@ -320,6 +320,7 @@ class Daemon:
                 joined.x, joined.labels, step_size=step,
                 ctx=(np.full(len(joined.labels), np.nan), joined.records,
                      np.arange(len(joined.labels)), joined))
+            self.warm.handed(joined.labels)
 
     def _federate(self, federation: Federation) -> None:
         """Read the peers' updates; when a round is due, queue it behind the batches."""

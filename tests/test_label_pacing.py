@@ -17,7 +17,7 @@ import pytest
 
 from stream_learner.benchmarks.delay import (encode, produce, read_predictions, run_daemon,
                                              schedule, settings)
-from stream_learner.consumer_side import COLD_BATCH_SIZE
+from stream_learner.warm_start import COLD_BATCH_SIZE
 from stream_learner.synth import ensure_topics
 
 from conftest import unique
@@ -69,9 +69,10 @@ def test_a_young_model_is_served_small_batches(broker: Any) -> None:
     """Every event of a micro-batch is predicted by the model as it was at the batch's
     start, so while the model is young the batches stay small: at most COLD_BATCH_SIZE
     records until it knows two classes, then at most what it has learned, until
-    model.warmup_events (then full).  The first 300 events are all one class: the old
-    rule (small only until the first class) read a full batch next, served by a model
-    that could name nothing else."""
+    model.warmup_events (then full), counting what the loop handed the learner (requests
+    run in order, so that is what the model has learned when the batch is predicted).
+    The first 300 events are all one class: the old rule (small only until the first
+    class) read a full batch next, served by a model that could name nothing else."""
     n = 6_000
     bs = broker.bootstrap_servers
     rng = np.random.default_rng(5)
@@ -81,14 +82,13 @@ def test_a_young_model_is_served_small_batches(broker: Any) -> None:
     topic = unique("young-batches")
     ensure_topics(bs, {topic: 1, f"{topic}.dlq": 1, f"{topic}.predictions": 1})
     produce(bs, topic, encode(schedule(np.zeros(n, np.int64), np.zeros(n, bool)), x, labels))
-    seen: list[tuple[int, int, int]] = []       # (records, classes known, learned)
+    seen: list[tuple[int, int, int]] = []       # (records, classes handed, events handed)
 
     def record_batches(daemon: Any) -> None:
         process = daemon.process
 
         def recording(records: Any) -> None:
-            seen.append((len(records), len(daemon.learner.info.labels),
-                         daemon.counters.learned))
+            seen.append((len(records), len(daemon.warm.classes), daemon.warm.handed_events))
             process(records)
         daemon.process = recording
 

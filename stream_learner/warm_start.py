@@ -4,14 +4,14 @@ learner has been handed.
 Every event of a micro-batch is predicted before any label in it is learned, so a whole
 batch is served by the model as it was at the batch's start.  A model that knows fewer
 than two classes can only ever name one (on ``bench delay``'s random delays a first full
-batch served ~1,000 events the minority class: 36% right, where river's ARF served 60%);
+batch served ~1,000 events the minority class, in a diagnostic run on seed 0);
 until the warm-up ends, a batch is at most as large as what the model has learned (on a
 labelled backlog that doubles it per batch, so full batches come after a few).
 
 "Learned" counts the labelled events *handed* to the learner, not the results that came
 back: requests run in order, so everything handed over before a batch is learned before
 that batch is predicted, and the count (unlike the results' arrival) does not depend on
-timing, so a backlog is cut into the same batches on every run.
+timing, so the young batches of a backlog do not either.
 """
 
 from __future__ import annotations

@@ -53,8 +53,8 @@ def test_round_trip_detects_identically(name: str, params: dict | None) -> None:
     hits_a, hits_b = [], []
     for start in range(1200, len(values), 250):
         chunk = values[start:start + 250]
-        hits_a += [(start + i, k) for i, k in detectors.feed(det, chunk)]
-        hits_b += [(start + i, k) for i, k in detectors.feed(copy, chunk)]
+        hits_a += [(start + d.index, d.kind) for d in detectors.feed(det, chunk)]
+        hits_b += [(start + d.index, d.kind) for d in detectors.feed(copy, chunk)]
     assert hits_a == hits_b
     assert any(k == "drift" for _, k in hits_a) or name in ("page_hinkley", "ddm",
                                                             "hddm_a")

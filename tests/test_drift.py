@@ -177,7 +177,7 @@ def test_the_adwin_fast_path_detects_exactly_where_rivers_update_does():
             ref_hits.append(i)
     fast, hits = detectors.make("adwin"), []
     for start in range(0, len(values), 1000):       # in batches, as the monitor feeds it
-        hits += [start + i for i, _ in detectors.feed(fast, values[start:start + 1000])]
+        hits += [start + d.index for d in detectors.feed(fast, values[start:start + 1000])]
     assert len(ref_hits) >= 4 and hits == ref_hits
     assert fast.width == reference.width and fast.drift_detected == reference.drift_detected
 
@@ -195,3 +195,51 @@ def test_window_events_is_adwins_width_else_events_since_drift(name: str, want: 
     assert mon.since_events == 300
     mon.since_events = 7
     assert mon.window_events == want
+
+
+def _error_signals(rates: np.ndarray, seed: int) -> tuple[np.ndarray, list[tuple[int, str, bool]]]:
+    """A 0/1 error stream with these per-event rates, and the (index, kind, rising) of the
+    error signals a monitor finds on it, fed in batches of 100 as the learner does."""
+    from stream_learner.drift.monitor import DriftMonitor
+
+    errors = np.random.default_rng(seed).random(rates.size) < rates
+    mon = DriftMonitor(Settings(drift={"warmup_events": 0}).drift)
+    found = []
+    for start in range(0, errors.size, 100):
+        found += [(start + s.at, s.kind, s.rising) for s in mon.update(errors[start:start + 100])
+                  if s.signal == "error"]
+    return errors, found
+
+
+def test_a_rise_detected_long_after_the_change_is_still_a_drift():
+    """Errors rise from 10% to 15% at event 4000, then fall back slowly as the model
+    adapts (to 12%).  ADWIN needs ~900 events to see a rise this small: by then the 1,000
+    errors the monitor keeps nearly all follow the change, and the newest 200 of them are *fewer* than the
+    800 before, so comparing them said "improvement" and no adaptation ran (on bench
+    delay's SEA stream the model then stayed ~4 points worse for 14,000 events).  ADWIN's
+    own cut, the dropped part's mean against the kept part's, says which way it went."""
+    from stream_learner.drift.monitor import DIRECTION_TAIL, RECENT
+
+    errors, found = _error_signals(np.r_[np.full(4000, 0.10), np.linspace(0.15, 0.12, 4000)],
+                                   seed=0)
+    assert len(found) == 1
+    at, kind, rising = found[0]
+    recent = errors[at + 1 - RECENT:at + 1]
+    # The case being guarded: late, and the newest errors alone point down.
+    assert at - 4000 > RECENT - DIRECTION_TAIL
+    assert recent[-DIRECTION_TAIL:].mean() < recent[:-DIRECTION_TAIL].mean()
+    assert (kind, rising) == ("drift", True)
+
+
+def test_a_fall_in_errors_is_an_improvement_not_a_drift():
+    _, found = _error_signals(np.repeat([0.30, 0.05], 3000), seed=0)
+    assert found and all((kind, rising) == ("improvement", False) for _, kind, rising in found)
+
+
+def test_feed_reports_the_direction_of_adwins_cut():
+    rng = np.random.default_rng(1)
+    up = (rng.random(6000) < np.repeat([0.05, 0.5], 3000)).astype(float).tolist()
+    down = (rng.random(6000) < np.repeat([0.5, 0.05], 3000)).astype(float).tolist()
+    assert [d.rising for d in detectors.feed(detectors.make("adwin"), up)] == [True]
+    assert {d.rising for d in detectors.feed(detectors.make("adwin"), down)} == {False}
+    assert all(d.rising is None for d in detectors.feed(detectors.make("ddm"), up))

@@ -1,7 +1,9 @@
 """Federation between real daemon processes on a real broker.
 
-Each daemon learns its own topic: a shard of one stream with label skew (it sees mostly
-two of six classes).  Federated, every model learns the classes only its peers see."""
+Each daemon learns its own topic: a shard of one stream with label skew (98% of its events
+are two of six classes; the rest, ~27 events per other class, at random).  At 95% a site
+learned the others' classes well enough alone (.81 on them in one CI run) that the
+per-site comparison with federation (.77 to .84) was decided by noise.  Federated, every model learns the classes only its peers see."""
 
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ N_CLASSES, DIM = 6, 4
 CENTERS = np.random.default_rng(7).normal(scale=2.5, size=(N_CLASSES, DIM))
 
 
-def shard(k: int, n: int, seed: int, skew: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Mostly classes 2k and 2k+1; the rest at random."""
+def shard(k: int, n: int, seed: int, skew: float = 0.98) -> tuple[np.ndarray, np.ndarray]:
+    """Classes 2k and 2k+1 with probability ``skew``; otherwise any class at random."""
     rng = np.random.default_rng(seed)
     own = rng.random(n) < skew
     y = np.where(own, 2 * k + rng.integers(0, 2, n), rng.integers(0, N_CLASSES, n))
@@ -125,7 +127,7 @@ def test_three_daemons_converge_and_learn_each_others_classes(broker, daemons,
         assert m["stream_learner_federation_sent_bytes_total"] > 0
         assert sum(v for k, v in m.items()
                    if k.startswith("stream_learner_federation_updates_rejected_total")) == 0
-    # Measured: .57/.78/.80 isolated, .88/.93/.84 federated.
+    # Measured (four runs): isolated .46-.52/.65-.71/.67-.73, federated .83-.87/.95-.96/.81-.84.
     assert all(fed > iso for iso, fed in zip(isolated, federated)), (isolated, federated)
     assert np.mean(federated) > np.mean(isolated) + 0.1
 

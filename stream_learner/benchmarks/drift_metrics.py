@@ -33,9 +33,11 @@ def count_detections(raw: Sequence[int], errors: np.ndarray, warmup: int) -> lis
 
     ``raw``: positions (events seen when the detector fired), every detection of any
     direction; ``errors``: the 0/1 error stream the detector read, from event 0.  The
-    direction test is the daemon's (:mod:`stream_learner.drift.monitor`): a detection
-    with fewer than ``DIRECTION_TAIL`` errors of history behind it has nothing to
-    compare with and counts.
+    direction test is the tail comparison the daemon falls back on for detectors that
+    do not say which way they cut (:mod:`stream_learner.drift.monitor`; for ADWIN the
+    daemon reads the cut itself): here it is the one rule for ours and the reference
+    alike, from raw positions.  A detection with fewer than ``DIRECTION_TAIL`` errors of
+    history behind it has nothing to compare with and counts.
 
     >>> errs = np.r_[np.ones(300), np.zeros(300), np.ones(300)].astype(bool)
     >>> count_detections([100, 550, 800], errs, warmup=200)

@@ -13,9 +13,10 @@ Three signals, each optional (config ``drift``):
 
 Nothing is fed before ``drift.warmup_events`` labeled events were learned: the first
 learning curve is a change of the error rate that is not a drift.  For the same reason a
-detection on the error or the loss counts as a drift only when the signal *rose* (the
-newest values against the older ones the detector held): ADWIN and Page-Hinkley are
-two-sided, and a model that keeps getting better is not a changed world.  Such a
+detection on the error or the loss counts as a drift only when the signal *rose*:
+ADWIN and Page-Hinkley are two-sided, and a model that keeps getting better is not a
+changed world.  For ADWIN on the error, its own cut decides (the part it dropped against
+the part it kept); otherwise the newest values against the older ones kept here.  Such a
 detection is reported with ``kind="improvement"`` and exported nowhere.
 
 >>> import numpy as np
@@ -94,9 +95,9 @@ class DriftMonitor:
             self._track(errors)
             return found + self.update_loss(loss)
         start = 0
-        for i, kind in detectors.feed(det, errors.astype(np.float64).tolist()):
+        for i, kind, rising in detectors.feed(det, errors.astype(np.float64).tolist()):
             if kind == "drift":
-                found.append(self._on_error_drift(errors[start:i + 1], i))
+                found.append(self._on_error_drift(errors[start:i + 1], i, rising))
                 start = i + 1
             else:
                 found.append(self._count("warning", "error", self.cfg.detector))
@@ -137,7 +138,7 @@ class DriftMonitor:
         summary = z.view(-1, m, z.shape[1]).mean(1).cpu().numpy()        # [n/m, k]
         fired = False
         for j, det in enumerate(self.inputs):
-            fired = any(kind == "drift" for _, kind in
+            fired = any(d.kind == "drift" for d in
                         detectors.feed(det, summary[:, j].tolist())) or fired
         return [self._count("drift", "input", self.cfg.input_detector)] if fired else []
 
@@ -152,12 +153,17 @@ class DriftMonitor:
         self._losses = []
 
     # -- bookkeeping --------------------------------------------------------------------
-    def _on_error_drift(self, tail: np.ndarray, at: int) -> Signal:
+    def _on_error_drift(self, tail: np.ndarray, at: int, rising: bool | None = None
+                        ) -> Signal:
+        """``rising``: the detector's own verdict on the change's direction (ADWIN's cut);
+        None: judged from the newest errors, which misses a change detected more than
+        ``RECENT - DIRECTION_TAIL`` events late (both halves then follow it)."""
         self._track(tail)
         recent = self._recent
-        rising = True
-        if recent.size > DIRECTION_TAIL:
-            rising = bool(recent[-DIRECTION_TAIL:].mean() > recent[:-DIRECTION_TAIL].mean())
+        if rising is None:
+            rising = True
+            if recent.size > DIRECTION_TAIL:
+                rising = bool(recent[-DIRECTION_TAIL:].mean() > recent[:-DIRECTION_TAIL].mean())
         if not rising:
             return Signal("improvement", "error", self.cfg.detector, False, at)
         age = change_age(recent)

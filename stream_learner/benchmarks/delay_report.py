@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def _pm(s: dict[str, Any] | None, fmt: str = ".4f") -> str:
+def pm(s: dict[str, Any] | None, fmt: str = ".4f") -> str:
+    """A :func:`~.drift_metrics.stats` dict as ``mean ± sd`` (``-`` without data)."""
     if not s or s.get("mean") is None:
         return "-"
     sd = f" ± {s['sd']:{fmt}}" if s.get("sd") is not None else ""
@@ -41,13 +42,13 @@ def render_markdown(result: dict[str, Any]) -> str:
     for e in result["summary"]:
         delay = e["delay"]
         if delay == "random":
-            delay = f"random, uniform 0-{cfg['random_max']:,} (mean {_pm(e['mean_delay'], ',.0f')})"
-        lines.append(f"| {delay} | {_pm(e['served'])} | {_pm(e['arf'])} "
-                     f"| {_pm(e['served_all'])} | {_pm(e['daemon_served'])} "
-                     f"| {_pm(e['arf_all'])} | {_pm(e['unpredicted'], ',.0f')} / "
-                     f"{_pm(e['arf_unpredicted'], ',.0f')} "
-                     f"| {_pm(e['prequential'])} | {_pm(e.get('logreg'))} "
-                     f"| {_joins(e['joins'])} | {_pm(e['rate'], ',.0f')} |")
+            delay = f"random, uniform 0-{cfg['random_max']:,} (mean {pm(e['mean_delay'], ',.0f')})"
+        lines.append(f"| {delay} | {pm(e['served'])} | {pm(e['arf'])} "
+                     f"| {pm(e['served_all'])} | {pm(e['daemon_served'])} "
+                     f"| {pm(e['arf_all'])} | {pm(e['unpredicted'], ',.0f')} / "
+                     f"{pm(e['arf_unpredicted'], ',.0f')} "
+                     f"| {pm(e['prequential'])} | {pm(e.get('logreg'))} "
+                     f"| {_joins(e['joins'])} | {pm(e['rate'], ',.0f')} |")
     agree = all(e["served_agrees"] for e in result["summary"])
     ids = all(e["ids_match"] for e in result["summary"])
     lines += ["", f"Served accuracy from the records {'equals' if agree else 'DIFFERS FROM'} "
@@ -67,7 +68,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         if b["kind"] == "throughput":
             ours, ref = f"{b['ours']:,.0f}/s ({b['ratio']:.2f}x)", f"{b['reference']:,.0f}/s"
         else:
-            ours, ref = _pm(b["ours"]), _pm(b["reference"])
+            ours, ref = pm(b["ours"]), pm(b["reference"])
         lines.append(f"| {b['name']} | {ours} | {ref} | {b['verdict']} |")
     lines += ["", f"Verdicts: {result.get('spread_rule', '')}."]
     return "\n".join(lines) + "\n"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .delay_report import render_markdown as render_delay
+from .quality_report import render_markdown as render_quality
 from .drift_report import PUBLISHED_LABEL, _bar_values, detection_rows, ms
 from .drift_streams import PUBLISHED_ARF
 
@@ -295,6 +296,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "federation": render_federation,
     "continual": render_continual,
     "delay": render_delay,
+    "quality": render_quality,
 }
 """Benchmark name -> markdown from its JSON; one line here plugs in another benchmark."""
 

@@ -27,10 +27,12 @@ class ModelSettings(Section):
                                "catch_up_seconds, or learning over learn_budget, grows the "
                                "step size up to this. Equal to step_size: a fixed step size.")
     catch_up_seconds: float = Field(300.0, gt=0, description="Under backlog (full "
-                                    "micro-batches) the step stays at step_size while the "
-                                    "consumer lag divided by the learner's measured rate at "
-                                    "step_size is at most this; beyond it, the step grows by "
-                                    "the power of two that clears the lag in time.")
+                                    "micro-batches) a backlog must be cleared this long "
+                                    "after it was first seen: the step stays at step_size "
+                                    "while the lag fits in the time left at the learner's "
+                                    "measured rate at step_size; beyond it, the step grows "
+                                    "by the power of two that clears the lag in time (past "
+                                    "the deadline: max_step_size).")
     learn_budget: float = Field(0.5, gt=0, le=1, description="Share of wall time the learner "
                                 "may spend learning; the step size shrinks while it spends "
                                 "less than budget/2.5 and grows above the budget.")

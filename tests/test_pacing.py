@@ -236,3 +236,23 @@ def test_a_young_model_learns_at_the_small_step() -> None:
     assert acc.pace(full_batch=False, lag=0) == 8
     counters.learned = 500
     assert acc.pace(full_batch=False, lag=0) == 256
+
+
+def test_the_catch_up_deadline_is_set_once_so_it_does_not_recede() -> None:
+    """10 s to clear 15,000 events at 1,000 events/s at the small step: 1.5x, step 16.
+    The learner then gets only 1.2x out of it (a larger step is not proportionally
+    faster).  Re-aiming at 10 s from each batch would fall back to the small step as the
+    lag shrinks (9,000 in 10 s fits at 1,000/s) and never clear within the 10 s; against
+    the deadline the step grows as time runs out, and past it is the largest."""
+    pacer = StepPacer(8, 256, budget=0.5, catch_up_seconds=10.0)
+    pacer.update(backlogged=True, now=0.0, lag=15_000)          # measure the small step
+    pacer.learned(1.0, events=1000)
+    assert pacer.update(backlogged=True, now=0.0, lag=15_000) == 16
+    assert pacer.update(backlogged=True, now=5.0, lag=9_000) == 16    # 9,000 in 5 s: 1.8x
+    assert pacer.update(backlogged=True, now=8.0, lag=5_000) == 32    # 5,000 in 2 s: 2.5x
+    assert pacer.update(backlogged=True, now=10.5, lag=1_000) == 256  # late: all out
+    # Caught up (a batch that is not full): the next backlog gets a fresh deadline.
+    pacer.update(backlogged=False, now=11.0, lag=0)
+    assert pacer.deadline is None
+    assert pacer.update(backlogged=True, now=20.0, lag=5_000) == 8    # 5,000 in 10 s: 0.5x
+    assert pacer.deadline == 30.0

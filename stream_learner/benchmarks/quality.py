@@ -88,14 +88,6 @@ class QualityConfig:
 
 # ----------------------------------------------------------------------------- the daemon
 
-def messages(x: np.ndarray, labels: list[Any]) -> list[bytes]:
-    from ..synth import encode_event
-
-    ts = time.time()
-    return [encode_event(row, label, event_id=str(i), ts=ts)
-            for i, (row, label) in enumerate(zip(x.tolist(), labels))]
-
-
 def produce_live(bootstrap: str, topic: str, values: list[bytes], rate: float,
                  start: threading.Event, done: dict[str, float]) -> None:
     """After ``start``: publish ``values`` in order at ``rate`` per second."""
@@ -122,12 +114,12 @@ def daemon_run(bootstrap: str, tag: str, x: np.ndarray, labels: list[Any], regim
     """One topic, one daemon at its defaults but for ``model`` settings: accuracy, rate
     and the steps it used."""
     from ..synth import ensure_topics
-    from .delay import bench_settings, daemon_metrics, produce, run_daemon
+    from .delay import INLINE, bench_settings, daemon_metrics, encode, produce, run_daemon
 
     n = len(labels)
     topic = f"bench-quality-{tag}-{uuid.uuid4().hex[:6]}"
     ensure_topics(bootstrap, {topic: 1, f"{topic}.dlq": 1, f"{topic}.predictions": 1})
-    values = messages(x, labels)
+    values = encode([(INLINE, i) for i in range(n)], x, labels)   # every label inline
     start, offered = threading.Event(), {}
     producer = None
     if regime == "live":

@@ -136,6 +136,11 @@ class Learner:
         return self.strategy.update(Batch(x, y))
 
     @property
+    def passes(self) -> int:
+        """Gradient steps per new chunk: ``model.warmup_passes`` while young, then one."""
+        return self.settings.model.warmup_passes if self.seen < self.warmup_events else 1
+
+    @property
     def lr_factor(self) -> float:
         """Plasticity boost after a drift: >1 while it fades (MER's inner lr reads it)."""
         return self.drift.lr_factor

@@ -42,7 +42,7 @@ batch:
 model:
   hidden: [16, 8]
   device: cpu
-  lr: 0.01
+  lr: 0.02
 strategy:
   name: naive
 replay:
@@ -71,7 +71,7 @@ def test_yaml_values_load(tmp_path):
     assert s.batch.size == 77
     assert s.model.hidden == (16, 8)
     assert s.model.device == "cpu"
-    assert s.model.lr == 0.01
+    assert s.model.lr == 0.02
     assert s.strategy.name == "naive"
     assert s.replay.capacity == 500
     assert s.checkpoint.dir == Path("/tmp/ckpts-from-yaml")

@@ -237,3 +237,22 @@ def test_load_state_dict_rejects_other_strategy():
     _train(a, 1, 1, [0, 1])
     with pytest.raises(ValueError, match="strategy"):
         Learner(_settings("replay")).load_state_dict(a.state_dict())
+
+
+def test_a_young_replay_model_takes_warmup_passes_steps_per_chunk_then_one():
+    """Each chunk gets ``model.warmup_passes`` steps (a fresh replay sample each) until
+    ``model.warmup_events`` are learned; a chunk with nothing to replay gets one."""
+    rng = np.random.default_rng(0)
+    x, y = _blobs(rng, _centers(3), [0, 1, 2], 72)
+    steps = {}
+    for passes in (1, 3):
+        lrn = Learner(Settings(strategy={"name": "replay"},
+                               model={"device": "cpu", "hidden": (8,), "step_size": 8,
+                                      "max_step_size": 8, "warmup_events": 64,
+                                      "warmup_passes": passes}))
+        lrn.step_size = 8
+        # 8 events: the buffer is empty, one step; 16 more (24 seen, young): 2 chunks;
+        # 48 more (72 seen, no longer young): 6 chunks of one step each.
+        steps[passes] = [lrn.learn(x[a:b], list(y[a:b])).steps
+                         for a, b in ((0, 8), (8, 24), (24, 72))]
+    assert steps == {1: [1, 2, 6], 3: [1, 6, 6]}

@@ -114,6 +114,10 @@ class Trainable(Protocol):
     loss_fn: Any            # the training loss, looked up per step (it may be swapped)
 
     @property
+    def passes(self) -> int:
+        """Gradient steps per new chunk (replay: more while the model is young)."""
+
+    @property
     def lr_factor(self) -> float:
         """Multiplier on the learning rate (drift adaptation); 1.0 normally."""
 

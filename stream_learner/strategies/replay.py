@@ -22,13 +22,17 @@ class Replay(StrategyBase):
 
     def update(self, batch: Batch) -> UpdateStats:
         losses, replayed = [], 0
+        passes = self.learner.passes
         for chunk in batch.chunks(self.learner.step_size):
-            x, y = chunk.x, chunk.y
-            if len(self.buffer):
-                rx, ry = self.buffer.sample(self.replay_batch_size)
-                x, y = torch.cat([x, rx]), torch.cat([y, ry])
-                replayed += rx.shape[0]
-            losses.append(self.learner.step(x, y))
+            # Repeated steps only with something to mix in: one chunk alone, stepped on
+            # again and again, is memorised rather than learned.
+            for _ in range(passes if len(self.buffer) else 1):
+                x, y = chunk.x, chunk.y
+                if len(self.buffer):
+                    rx, ry = self.buffer.sample(self.replay_batch_size)
+                    x, y = torch.cat([x, rx]), torch.cat([y, ry])
+                    replayed += rx.shape[0]
+                losses.append(self.learner.step(x, y))
             # Added after the step so a chunk never replays itself.
             self.buffer.add(chunk.x, chunk.y)
         return UpdateStats(loss=float(torch.stack(losses).mean()) if losses else 0.0,

@@ -115,7 +115,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     rate=args.rate)
 
 
-SEEDED = ("drift", "delay", "continual", "quality")
+SEEDED = ("drift", "delay", "continual", "quality", "tuning")
 """The benchmarks ``--seeds`` repeats."""
 
 

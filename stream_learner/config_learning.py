@@ -18,9 +18,7 @@ class ModelSettings(Section):
     hidden: tuple[int, ...] = Field((64, 64), description="Hidden layer sizes of the MLP.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda if present.")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Optimiser for online steps.")
-    lr: float = Field(3e-3, gt=0, description="Learning rate. 0.003: on the tuning streams "
-                      "(see docs/learning.md) 0.01 learned the noisy ones (LED, Waveform) "
-                      "worse; the young model's speed comes from warmup_passes instead.")
+    lr: float = Field(1e-2, gt=0, description="Learning rate.")
     step_size: int = Field(8, ge=1, description="The fewest new events per gradient step, "
                            "used while the stream leaves the learner idle: spare compute "
                            "becomes more, smaller steps. See learn_budget.")
@@ -41,10 +39,10 @@ class ModelSettings(Section):
     warmup_events: int = Field(4096, ge=0, description="Until this many events are learned, "
                                "chunks are smaller (half the events seen so far), so a new "
                                "model is useful after a few events, not a whole batch.")
-    warmup_passes: int = Field(4, ge=1, description="replay: gradient steps per chunk until "
+    warmup_passes: int = Field(1, ge=1, description="replay: gradient steps per chunk until "
                                "warmup_events are learned, each with a fresh replay sample, "
                                "so a young model learns its first events faster (small "
-                               "datasets); afterwards one. 1: one step throughout.")
+                               "datasets); afterwards one. 1: one step throughout (see bench tuning).")
     max_label_length: int = Field(256, ge=1, description="Longer string labels are rejected "
                                   "as bad_label.")
     max_classes: int = Field(1000, ge=2, description="Classes the model may know; an event "

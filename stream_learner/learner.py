@@ -135,11 +135,7 @@ class Learner:
         self.apply_lr_factor()
         return self.strategy.update(Batch(x, y))
 
-    @property
-    def passes(self) -> int:
-        """Gradient steps per new chunk: ``model.warmup_passes`` while young, then one."""
-        return self.settings.model.warmup_passes if self.seen < self.warmup_events else 1
-
+    passes = property(lambda s: s.settings.model.warmup_passes if s.seen < s.warmup_events else 1)
     @property
     def lr_factor(self) -> float:
         """Plasticity boost after a drift: >1 while it fades (MER's inner lr reads it)."""

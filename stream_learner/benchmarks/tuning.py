@@ -28,15 +28,15 @@ import numpy as np
 
 from .common import apply_options, machine_info, progress, write_and_report
 from .drift_metrics import stats
+from .quality import RIVER, river_run
 from .tuning_streams import TUNING_STREAMS, TuningStream, build_tuning
 
 DEFAULT_OUT = Path("bench-results/tuning.json")
-RIVER = ("arf", "hat", "logreg")
 DEFAULTS = "defaults"
 
 CANDIDATES: dict[str, dict[str, Any]] = {
     DEFAULTS: {},
-    "lr0.003-p4": {"lr": 0.003, "warmup_passes": 4},     # best mean in the sim runs
+    "lr0.003-p4": {"lr": 0.003, "warmup_passes": 4},     # proposed on 2026-12-07 (sim runs), not adopted
     "lr0.003-p1": {"lr": 0.003, "warmup_passes": 1},
     "lr0.01-p4": {"lr": 0.01, "warmup_passes": 4},
     "lr0.005-p4": {"lr": 0.005, "warmup_passes": 4},
@@ -79,7 +79,7 @@ def ours(candidate: str, stream: TuningStream, cfg: TuningConfig, seed: int
     from ..config import Settings
     from ..learner import Learner
 
-    settings = Settings(model={"device": "cpu", "threads": 1, "seed": seed,
+    settings = Settings(model={"device": "cpu", "seed": seed,
                                **CANDIDATES[candidate]}, probes={"per_class": 0})
     torch.manual_seed(seed)
     learner = Learner(settings)
@@ -99,18 +99,6 @@ def ours(candidate: str, stream: TuningStream, cfg: TuningConfig, seed: int
             "lr": m.lr, "warmup_passes": m.warmup_passes, "step_size": m.step_size}
 
 
-def river_run(config: str, stream: TuningStream, seed: int) -> dict[str, Any]:
-    from .drift import river_model
-
-    model, hits = river_model(config, seed), 0
-    t0 = time.perf_counter()
-    for row, y in zip(stream.x.tolist(), stream.labels):
-        xd = dict(zip(stream.feature_names, row))
-        hits += model.predict_one(xd) == y
-        model.learn_one(xd, y)
-    return {"accuracy": hits / len(stream.labels), "seconds": time.perf_counter() - t0}
-
-
 def run(cfg: TuningConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"benchmark": "tuning",
                                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -125,7 +113,8 @@ def run(cfg: TuningConfig) -> dict[str, Any]:
             row: dict[str, Any] = {"stream": name, "seed": k, "events": len(stream.labels),
                                    "ours": {c: ours(c, stream, cfg, k) for c in cfg.candidates}}
             if cfg.river:
-                row["river"] = {r: river_run(r, stream, cfg.river_seed + k) for r in RIVER}
+                row["river"] = {r: river_run(r, stream.x, stream.labels, stream.feature_names,
+                                             cfg.river_seed + k) for r in RIVER}
             results["runs"].append(row)
             progress(f"{name} seed {k}: " + ", ".join(
                 f"{c} {v['accuracy']:.4f}" for c, v in row["ours"].items()))

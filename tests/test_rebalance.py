@@ -77,7 +77,8 @@ def test_replicas_split_partitions_and_hand_over(broker, daemons, tmp_path: Path
     assert _consumed(final_a) > _consumed(a_first) > 0
     assert _consumed(final_b) > 0
     # Exactly once across the group: no event learned by both replicas, none skipped.
-    assert _consumed(final_a) + _consumed(final_b) == n
+    assert _consumed(final_a) + _consumed(final_b) == n, (
+        per_partition, final_a["offsets"][topic], final_b["offsets"][topic])
     # Positions, per partition: whichever replica owned it last ends exactly at its end
     # (not one short, not past it); no position anywhere lies beyond the end. With the
     # counts above, offsets 0..end-1 of every partition were processed once in all.

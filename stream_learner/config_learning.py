@@ -39,6 +39,12 @@ class ModelSettings(Section):
     warmup_events: int = Field(4096, ge=0, description="Until this many events are learned, "
                                "chunks are smaller (half the events seen so far), so a new "
                                "model is useful after a few events, not a whole batch.")
+    predict_block: int = Field(128, ge=0, description="A micro-batch is tested then trained "
+                               "in blocks of this many events, so no prediction comes from a "
+                               "model more than this many events old: a backlog's batch of "
+                               "1024 predicted whole scored worse on a stream the model is "
+                               "still learning (chosen on bench tuning's streams). 0: "
+                               "the whole micro-batch at once.")
     warmup_passes: int = Field(1, ge=1, description="replay: gradient steps per chunk until "
                                "warmup_events are learned, each with a fresh replay sample, "
                                "so a young model learns its first events faster (small "

@@ -16,7 +16,7 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -135,7 +135,11 @@ class Learner:
         self.apply_lr_factor()
         return self.strategy.update(Batch(x, y))
 
-    passes = property(lambda s: s.settings.model.warmup_passes if s.seen < s.warmup_events else 1)
+    @property
+    def passes(self) -> int:
+        """Gradient steps per chunk: model.warmup_passes while young, then one."""
+        return self.settings.model.warmup_passes if self.seen < self.warmup_events else 1
+
     @property
     def lr_factor(self) -> float:
         """Plasticity boost after a drift: >1 while it fades (MER's inner lr reads it)."""
@@ -163,36 +167,28 @@ class Learner:
     def prequential(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, UpdateStats]:
         """Test then train ``(x, y)``; returns the predictions (-1: no class known yet).
 
-        After the warm-up the whole micro-batch is predicted, then learned.  During the
+        After the warm-up the whole of ``(x, y)`` is predicted, then learned (the daemon
+        bounds it with ``model.predict_block``, see :func:`in_blocks`).  During the
         warm-up it goes in growing chunks (half the events seen so far), each predicted
         by the model that learned every earlier chunk: a first micro-batch of 1024
         predicted by an empty model would score nothing, where chunks make the model
-        useful after a few events.  (Chunking every batch costs ~35% of the learner's
-        rate for no measurable accuracy once warm.)
+        useful after a few events.  (Chunks of step_size in every batch would cost ~35%
+        of the learner's rate; blocks of predict_block bound the staleness cheaply.)
         """
         if self.seen >= self.warmup_events:
             pred = self.predict_indices(x)[0]
             return pred, self.learn_tensors(x, y)
-        preds: list[torch.Tensor] = []
-        stats: list[UpdateStats] = []
-        i, n = 0, int(x.shape[0])
-        while i < n:
-            size = n - i
-            if self.seen < self.warmup_events:
-                size = max(1, min(size, self.step_size, self.seen // 2))
-            xc, yc = x[i:i + size], y[i:i + size]
-            preds.append(self.predict_indices(xc)[0])
-            stats.append(self.learn_tensors(xc, yc))
-            i += size
-        if not preds:
-            return torch.empty(0, dtype=torch.int64, device=x.device), UpdateStats(0.0, 0)
-        return torch.cat(preds), UpdateStats.combine(stats)
+        return _young_prequential(self, x, y)
 
     def observe(self, x: torch.Tensor, y: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, UpdateStats]:
         """The daemon's step: hold probe events out, test then train the rest, and
-        re-score the forgetting probes when due.  Returns (learned mask, predictions of
-        the learned events, stats)."""
+        re-score the forgetting probes when due, block by block (``model.predict_block``
+        events).  Returns (learned mask, predictions of the learned events, stats)."""
+        return in_blocks(self._observe_block, x, y, self.settings.model.predict_block)
+
+    def _observe_block(self, x: torch.Tensor, y: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, UpdateStats]:
         keep = self.probes.holdout(x, y)
         if not bool(keep.all()):
             x, y = x[keep], y[keep]
@@ -304,6 +300,44 @@ def _carry_state(old_state: Any, old_params: list[nn.Parameter], new_params: lis
                 padded[: old.shape[0]] = value
                 value = padded
             optimizer.state[new][key] = value
+
+
+Observe = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, UpdateStats]]
+
+
+def in_blocks(observe: Observe, x: torch.Tensor, y: torch.Tensor, block: int
+              ) -> tuple[torch.Tensor, torch.Tensor, UpdateStats]:
+    """``observe`` over consecutive blocks of ``block`` events (0: the whole batch), so
+    each block is predicted by a model that learned every earlier one.  A backlog's
+    micro-batch of a thousand events predicted whole is judged by a model up to that
+    many events old: on a stream the model is still learning that costs accuracy
+    (``model.predict_block``)."""
+    n = int(x.shape[0])
+    if block <= 0 or n <= block:
+        return observe(x, y)
+    parts = [observe(x[i:i + block], y[i:i + block]) for i in range(0, n, block)]
+    return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+            UpdateStats.combine([p[2] for p in parts]))
+
+
+def _young_prequential(lrn: Learner, x: torch.Tensor, y: torch.Tensor
+                       ) -> tuple[torch.Tensor, UpdateStats]:
+    """:meth:`Learner.prequential` during the warm-up: chunks of at most half the events
+    seen so far (and step_size), each predicted, then learned."""
+    preds: list[torch.Tensor] = []
+    stats: list[UpdateStats] = []
+    i, n = 0, int(x.shape[0])
+    while i < n:
+        size = n - i
+        if lrn.seen < lrn.warmup_events:
+            size = max(1, min(size, lrn.step_size, lrn.seen // 2))
+        xc, yc = x[i:i + size], y[i:i + size]
+        preds.append(lrn.predict_indices(xc)[0])
+        stats.append(lrn.learn_tensors(xc, yc))
+        i += size
+    if not preds:
+        return torch.empty(0, dtype=torch.int64, device=x.device), UpdateStats(0.0, 0)
+    return torch.cat(preds), UpdateStats.combine(stats)
 
 
 def _consolidation_count(strategy: Any) -> int:

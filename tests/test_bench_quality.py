@@ -10,7 +10,7 @@ import json
 import pytest
 
 from stream_learner.benchmarks import run_benchmark
-from stream_learner.benchmarks.quality import PACED, REGIMES, RIVER, TIGHT_SHARE
+from stream_learner.benchmarks.quality import PACED, REGIMES, RIVER, TIGHT_SHARE, regime_model
 from stream_learner.benchmarks.quality_report import render_markdown
 from stream_learner.config import Settings
 
@@ -46,3 +46,17 @@ def test_quick_run_learns_every_event_in_every_regime(tmp_path, capsys) -> None:
     for e in res["summary"]:
         assert f"| {e['stream']} | {e['events']:,} | {e['live']['accuracy']['mean']:.4f}" in page
     assert "scored bars pass" in capsys.readouterr().out
+
+
+def test_seed_k_seeds_the_daemons_weights_in_every_regime() -> None:
+    """A real dataset keeps its order whatever the seed: without model.seed = k its
+    backlog runs were one run three times, with a spread of zero."""
+    full = {"step_size": 256, "max_step_size": 256}
+    for regime in REGIMES:
+        for k in (0, 2):
+            model = regime_model(regime, k, backlog_seconds=4.0, full=full)
+            assert model["seed"] == k, (regime, model)
+    assert regime_model("backlog_too_large", 1, 4.0, full)["catch_up_seconds"] == (
+        TIGHT_SHARE * 4.0)
+    assert regime_model("full_rate", 1, 4.0, full)["step_size"] == 256
+    assert "step_size" not in regime_model("live", 1, 4.0, full)

@@ -256,3 +256,33 @@ def test_a_young_replay_model_takes_warmup_passes_steps_per_chunk_then_one():
         steps[passes] = [lrn.learn(x[a:b], list(y[a:b])).steps
                          for a, b in ((0, 8), (8, 24), (24, 72))]
     assert steps == {1: [1, 2, 6], 3: [1, 6, 6]}
+
+
+def _observe_all(block: int, sizes: list[int], x: np.ndarray, y: np.ndarray
+                 ) -> tuple[torch.Tensor, Learner]:
+    lrn = Learner(Settings(probes={"per_class": 0},
+                           model={"device": "cpu", "hidden": (8,), "seed": 3,
+                                  "warmup_events": 0, "predict_block": block}))
+    lrn.step_size = 8
+    preds, i = [], 0
+    for size in sizes:
+        xb = lrn.to_tensor(x[i:i + size])
+        yb, _ = lrn.admit_labels(list(y[i:i + size]))
+        preds.append(lrn.observe(xb, yb)[1])
+        i += size
+    return torch.cat(preds), lrn
+
+
+def test_a_micro_batch_is_tested_then_trained_in_predict_block_blocks():
+    """One batch of 256 with predict_block 64 is exactly four batches of 64: each block
+    is predicted by the model that learned the blocks before it (bit for bit:
+    torch.equal on predictions and weights); predicted whole, it is not."""
+    rng = np.random.default_rng(1)
+    x, y = _blobs(rng, _centers(3), [0, 1, 2], 256)
+    blocked, a = _observe_all(64, [256], x, y)
+    separate, b = _observe_all(0, [64, 64, 64, 64], x, y)
+    whole, _ = _observe_all(0, [256], x, y)
+    assert torch.equal(blocked, separate)
+    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(pa, pb)
+    assert not torch.equal(blocked, whole)

@@ -21,6 +21,9 @@ The last two run only on streams of at least twice ``model.warmup_events`` event
 young model learns at the small step whatever the lag, so on a shorter stream (the real
 datasets here) there is nothing for the pacer to choose.
 
+Seed ``k``: synthetic streams use ``stream_seed + k`` (a real dataset keeps its own
+order), the daemon ``model.seed`` ``k``, river ``river_seed + k``.
+
 Accuracy is the daemon's own prequential (test-then-train) accuracy over every event
 (held-out probes off, so every event is predicted and learned), read from its counters;
 river's models run test-then-train per event (``predict_one`` then ``learn_one``) on the
@@ -164,10 +167,26 @@ def daemon_run(bootstrap: str, tag: str, x: np.ndarray, labels: list[Any], regim
             "rate": n / seconds, "accuracy": daemon.accuracy.accuracy,
             "learned": c.learned, "rejected": c.rejected_total,
             "catch_up_seconds": daemon.settings.model.catch_up_seconds,
+            "model_seed": daemon.settings.model.seed,
             "steps": sorted(set(steps)), "final_step": steps[-1] if steps else None,
             "offered_seconds": offered.get("offered_seconds"),
             "drifts": {k: int(v) for k, v in m.items()
                        if k.startswith("stream_learner_drift_detected_total") and v}}
+
+
+def regime_model(regime: str, k: int, backlog_seconds: float, full: dict[str, Any]
+                 ) -> dict[str, Any]:
+    """The ``model`` settings over the defaults for seed ``k`` of ``regime``.
+
+    Seed k seeds the daemon's weights too: a real dataset comes in its own order
+    whatever the seed, so with ``model.seed`` fixed its backlog runs were one run three
+    times (a spread of zero)."""
+    model: dict[str, Any] = {"seed": k}
+    if regime == "backlog_too_large":
+        model["catch_up_seconds"] = TIGHT_SHARE * backlog_seconds
+    elif regime == "full_rate":
+        model.update(full)
+    return model
 
 
 # ----------------------------------------------------------------------------- river
@@ -220,11 +239,8 @@ def run(cfg: QualityConfig) -> dict[str, Any]:
                 for regime in REGIMES:
                     if regime in PACED and len(labels) < 2 * defaults.warmup_events:
                         continue
-                    model: dict[str, Any] = {}
-                    if regime == "backlog_too_large":
-                        model = {"catch_up_seconds": TIGHT_SHARE * row["backlog"]["seconds"]}
-                    elif regime == "full_rate":
-                        model = full
+                    model = regime_model(regime, k, row.get("backlog", {}).get("seconds", 0.0),
+                                         full)
                     row[regime] = daemon_run(bs, f"{name}-s{k}-{regime}", x, labels,
                                              regime, cfg, **model)
                 if cfg.river:

@@ -42,9 +42,14 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "lr0.005-p4": {"lr": 0.005, "warmup_passes": 4},
     "lr0.002-p4": {"lr": 0.002, "warmup_passes": 4},
     "lr0.003-p8": {"lr": 0.003, "warmup_passes": 8},
+    # With micro_batch 1024 (a backlog's batches): the whole batch predicted at once, and
+    # smaller/larger blocks than the default predict_block.
+    "whole-batch": {"predict_block": 0},
+    "block64": {"predict_block": 64},
+    "block256": {"predict_block": 256},
 }
 """Candidate id -> ``model`` settings over the shipped defaults (``lr``: model.lr, ``p``:
-model.warmup_passes)."""
+model.warmup_passes, ``block``: model.predict_block)."""
 
 
 @dataclass
@@ -96,7 +101,8 @@ def ours(candidate: str, stream: TuningStream, cfg: TuningConfig, seed: int
     seconds = time.perf_counter() - t0
     m = settings.model
     return {"accuracy": hits / len(stream.labels), "seconds": seconds,
-            "lr": m.lr, "warmup_passes": m.warmup_passes, "step_size": m.step_size}
+            "lr": m.lr, "warmup_passes": m.warmup_passes, "step_size": m.step_size,
+            "predict_block": m.predict_block}
 
 
 def run(cfg: TuningConfig) -> dict[str, Any]:

@@ -43,8 +43,8 @@ class ModelSettings(Section):
                                "in blocks of this many events, so no prediction comes from a "
                                "model more than this many events old: a backlog's batch of "
                                "1024 predicted whole scored worse on a stream the model is "
-                               "still learning (chosen on bench tuning's streams). 0: "
-                               "the whole micro-batch at once.")
+                               "still learning (chosen on bench tuning's streams). Never "
+                               "below the current step size; 0: the whole batch at once.")
     warmup_passes: int = Field(1, ge=1, description="replay: gradient steps per chunk until "
                                "warmup_events are learned, each with a fresh replay sample, "
                                "so a young model learns its first events faster (small "

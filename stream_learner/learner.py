@@ -184,8 +184,10 @@ class Learner:
                 ) -> tuple[torch.Tensor, torch.Tensor, UpdateStats]:
         """The daemon's step: hold probe events out, test then train the rest, and
         re-score the forgetting probes when due, block by block (``model.predict_block``
-        events).  Returns (learned mask, predictions of the learned events, stats)."""
-        return in_blocks(self._observe_block, x, y, self.settings.model.predict_block)
+        events, at least a step: a bigger step updates the model no more often anyway).
+        Returns (learned mask, predictions of the learned events, stats)."""
+        block = self.settings.model.predict_block
+        return in_blocks(self._observe_block, x, y, block and max(block, self.step_size))
 
     def _observe_block(self, x: torch.Tensor, y: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, UpdateStats]:

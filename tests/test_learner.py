@@ -286,3 +286,16 @@ def test_a_micro_batch_is_tested_then_trained_in_predict_block_blocks():
     for pa, pb in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(pa, pb)
     assert not torch.equal(blocked, whole)
+
+
+def test_a_block_is_never_smaller_than_the_step():
+    """At full rate (step 256) blocks of predict_block 64 would quadruple the steps and
+    cut the learner's rate: 512 events are two steps of 256."""
+    rng = np.random.default_rng(2)
+    x, y = _blobs(rng, _centers(3), [0, 1, 2], 512)
+    lrn = Learner(Settings(probes={"per_class": 0},
+                           model={"device": "cpu", "hidden": (8,), "warmup_events": 0,
+                                  "predict_block": 64}))
+    lrn.step_size = 256
+    yb, _ = lrn.admit_labels(list(y))
+    assert lrn.observe(lrn.to_tensor(x), yb)[2].steps == 2

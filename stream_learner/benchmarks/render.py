@@ -299,6 +299,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "delay": render_delay,
     "quality": render_quality,
     "tuning": render_tuning,
+    "tuning_backlog": render_tuning,     # bench tuning at micro_batch 1024: predict_block
 }
 """Benchmark name -> markdown from its JSON; one line here plugs in another benchmark."""
 

@@ -16,7 +16,8 @@ def candidate_title(name: str, model: dict[str, Any]) -> str:
         return name
     parts = [f"lr {model['lr']:g}" if "lr" in model else "",
              (f"{model['warmup_passes']} pass" + ("es" if model["warmup_passes"] > 1 else ""))
-             if "warmup_passes" in model else ""]
+             if "warmup_passes" in model else "",
+             f"predict_block {model['predict_block']}" if "predict_block" in model else ""]
     return ", ".join(p for p in parts if p)
 
 
@@ -35,7 +36,8 @@ def render_markdown(result: dict[str, Any]) -> str:
                         f"{first.get('step_size', '?')}; events per stream below"),
              "",
              "Prequential accuracy, mean ± sd over the seeds (defaults: lr "
-             f"{first.get('lr', '?'):g}, {first.get('warmup_passes', '?')} warm-up passes):"
+             f"{first.get('lr', '?'):g}, {first.get('warmup_passes', '?')} warm-up passes, "
+             f"predict_block {first.get('predict_block', '?')}):"
              if cands[0] == "defaults" and first else "Prequential accuracy, mean ± sd:",
              "",
              "| stream | events | " + " | ".join(titles + [RIVER_TITLES[m] for m in river])
